@@ -1,0 +1,257 @@
+// DF-Block affine fusion on CPU: y = lrelu(g[K-1] * ... lrelu(g[0] * x + b[0]) ... + b[K-1]).
+// Math and the autograd live in fastt2i/ops/df_affine.py; here: vectorisable loops
+// over chunks of LANES elements, parallel with ATen's thread pool, and the
+// registration of the CPU kernels of fastt2i::df_affine_fwd / df_affine_bwd.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../common.h"
+
+namespace fastt2i {
+namespace {
+
+constexpr int64_t kMaxLayers = 8;
+constexpr int64_t LANES = 64;        // elements per inner chunk (vectorised loops)
+constexpr int64_t kPositionChunk = 512;  // channels_last backward: positions per partial sum
+
+template <typename acc_t>
+inline acc_t lrelu(acc_t v, acc_t slope) { return v > acc_t(0) ? v : v * slope; }
+
+// ---- NCHW: one (b, c) row of S contiguous values shares K scalar (g, b) pairs.
+template <typename scalar_t, typename acc_t>
+void forward_rows(const scalar_t* x, scalar_t* y, const acc_t* g, const acc_t* b,
+                  int64_t K, int64_t BC, int64_t S, acc_t slope) {
+  at::parallel_for(0, BC, std::max<int64_t>(1, 16384 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+    acc_t buf[LANES];
+    for (int64_t r = r0; r < r1; ++r) {
+      const scalar_t* xr = x + r * S;
+      scalar_t* yr = y + r * S;
+      for (int64_t s0 = 0; s0 < S; s0 += LANES) {
+        const int64_t n = std::min(LANES, S - s0);
+        for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<acc_t>(xr[s0 + i]);
+        for (int64_t k = 0; k < K; ++k) {
+          const acc_t gk = g[k * BC + r], bk = b[k * BC + r];
+          for (int64_t i = 0; i < n; ++i) buf[i] = lrelu(gk * buf[i] + bk, slope);
+        }
+        for (int64_t i = 0; i < n; ++i) yr[s0 + i] = static_cast<scalar_t>(buf[i]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void backward_rows(const scalar_t* dy, const scalar_t* x, const acc_t* g, const acc_t* b,
+                   scalar_t* dx, acc_t* dg, acc_t* db, int64_t K, int64_t BC, int64_t S, acc_t slope) {
+  at::parallel_for(0, BC, std::max<int64_t>(1, 8192 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+    acc_t a[kMaxLayers][LANES], z[kMaxLayers][LANES], d[LANES];
+    acc_t sum_g[kMaxLayers][LANES], sum_b[kMaxLayers][LANES];  // lane-wise partial sums
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < LANES; ++i) sum_g[k][i] = sum_b[k][i] = acc_t(0);
+      for (int64_t s0 = 0; s0 < S; s0 += LANES) {
+        const int64_t n = std::min(LANES, S - s0);
+        for (int64_t i = 0; i < n; ++i) a[0][i] = static_cast<acc_t>(x[r * S + s0 + i]);
+        for (int64_t k = 0; k < K; ++k) {  // recompute the layer inputs a[k] and pre-activations z[k]
+          const acc_t gk = g[k * BC + r], bk = b[k * BC + r];
+          for (int64_t i = 0; i < n; ++i) {
+            z[k][i] = gk * a[k][i] + bk;
+            if (k + 1 < K) a[k + 1][i] = lrelu(z[k][i], slope);
+          }
+        }
+        for (int64_t i = 0; i < n; ++i) d[i] = static_cast<acc_t>(dy[r * S + s0 + i]);
+        for (int64_t k = K - 1; k >= 0; --k) {
+          const acc_t gk = g[k * BC + r];
+          for (int64_t i = 0; i < n; ++i) {
+            const acc_t dz = z[k][i] > acc_t(0) ? d[i] : d[i] * slope;
+            sum_g[k][i] += dz * a[k][i];
+            sum_b[k][i] += dz;
+            d[i] = dz * gk;
+          }
+        }
+        for (int64_t i = 0; i < n; ++i) dx[r * S + s0 + i] = static_cast<scalar_t>(d[i]);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        acc_t tg = 0, tb = 0;
+        for (int64_t i = 0; i < LANES; ++i) { tg += sum_g[k][i]; tb += sum_b[k][i]; }
+        dg[k * BC + r] = tg;
+        db[k * BC + r] = tb;
+      }
+    }
+  });
+}
+
+// ---- NHWC: each position holds C contiguous channels; (g, b) vary along them.
+template <typename scalar_t, typename acc_t>
+void forward_positions(const scalar_t* x, scalar_t* y, const acc_t* g, const acc_t* b,
+                       int64_t K, int64_t B, int64_t C, int64_t S, acc_t slope) {
+  const int64_t BC = B * C;
+  at::parallel_for(0, B * S, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)), [&](int64_t p0, int64_t p1) {
+    acc_t buf[LANES];
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t bi = p / S;
+      for (int64_t c0 = 0; c0 < C; c0 += LANES) {
+        const int64_t n = std::min(LANES, C - c0);
+        const int64_t off = p * C + c0;
+        for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<acc_t>(x[off + i]);
+        for (int64_t k = 0; k < K; ++k) {
+          const acc_t* gk = g + k * BC + bi * C + c0;
+          const acc_t* bk = b + k * BC + bi * C + c0;
+          for (int64_t i = 0; i < n; ++i) buf[i] = lrelu(gk[i] * buf[i] + bk[i], slope);
+        }
+        for (int64_t i = 0; i < n; ++i) y[off + i] = static_cast<scalar_t>(buf[i]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void backward_positions(const scalar_t* dy, const scalar_t* x, const acc_t* g, const acc_t* b,
+                        scalar_t* dx, acc_t* dg, acc_t* db, int64_t K, int64_t B, int64_t C, int64_t S,
+                        acc_t slope) {
+  // Partial sums per (sample, chunk of kPositionChunk positions): the chunking depends only
+  // on the shape, so results do not depend on the number of threads.
+  const int64_t BC = B * C;
+  const int64_t chunks = (S + kPositionChunk - 1) / kPositionChunk;
+  std::vector<acc_t> part(static_cast<size_t>(B * chunks * 2 * K * C));
+  at::parallel_for(0, B * chunks, 1, [&](int64_t t0, int64_t t1) {
+    acc_t a[kMaxLayers][LANES], z[kMaxLayers][LANES], d[LANES];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t bi = t / chunks, j = t % chunks;
+      acc_t* pg = part.data() + t * 2 * K * C;  // (K, C) then (K, C)
+      acc_t* pb = pg + K * C;
+      std::fill(pg, pg + 2 * K * C, acc_t(0));
+      const int64_t s_end = std::min(S, (j + 1) * kPositionChunk);
+      for (int64_t s = j * kPositionChunk; s < s_end; ++s) {
+        const int64_t pos = bi * S + s;
+        for (int64_t c0 = 0; c0 < C; c0 += LANES) {
+          const int64_t n = std::min(LANES, C - c0);
+          const int64_t off = pos * C + c0;
+          const int64_t prm = bi * C + c0;
+          for (int64_t i = 0; i < n; ++i) a[0][i] = static_cast<acc_t>(x[off + i]);
+          for (int64_t k = 0; k < K; ++k) {
+            const acc_t* gk = g + k * BC + prm;
+            const acc_t* bk = b + k * BC + prm;
+            for (int64_t i = 0; i < n; ++i) {
+              z[k][i] = gk[i] * a[k][i] + bk[i];
+              if (k + 1 < K) a[k + 1][i] = lrelu(z[k][i], slope);
+            }
+          }
+          for (int64_t i = 0; i < n; ++i) d[i] = static_cast<acc_t>(dy[off + i]);
+          for (int64_t k = K - 1; k >= 0; --k) {
+            const acc_t* gk = g + k * BC + prm;
+            acc_t* sg = pg + k * C + c0;
+            acc_t* sb = pb + k * C + c0;
+            for (int64_t i = 0; i < n; ++i) {
+              const acc_t dz = z[k][i] > acc_t(0) ? d[i] : d[i] * slope;
+              sg[i] += dz * a[k][i];
+              sb[i] += dz;
+              d[i] = dz * gk[i];
+            }
+          }
+          for (int64_t i = 0; i < n; ++i) dx[off + i] = static_cast<scalar_t>(d[i]);
+        }
+      }
+    }
+  });
+  for (int64_t bi = 0; bi < B; ++bi)  // the small reduction over chunks
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < C; ++c) {
+        acc_t tg = 0, tb = 0;
+        for (int64_t j = 0; j < chunks; ++j) {
+          const acc_t* pg = part.data() + (bi * chunks + j) * 2 * K * C;
+          tg += pg[k * C + c];
+          tb += pg[K * C + k * C + c];
+        }
+        dg[k * BC + bi * C + c] = tg;
+        db[k * BC + bi * C + c] = tb;
+      }
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta) {
+  check_float(x, "x");
+  TORCH_CHECK(x.dim() == 4, "x: expected (B, C, H, W), got ", x.sizes());
+  TORCH_CHECK(gamma.dim() == 3 && gamma.size(0) >= 1 && gamma.size(0) <= kMaxLayers &&
+                  gamma.size(1) == x.size(0) && gamma.size(2) == x.size(1),
+              "gamma: expected (K <= ", kMaxLayers, ", B, C), got ", gamma.sizes());
+  TORCH_CHECK(beta.sizes() == gamma.sizes(), "beta: expected ", gamma.sizes(), ", got ", beta.sizes());
+  const auto acc = accumulate_type(x.scalar_type());
+  TORCH_CHECK(gamma.scalar_type() == acc && beta.scalar_type() == acc,
+              "gamma/beta: expected ", acc, " for x of ", x.scalar_type());
+}
+
+#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
+                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
+                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
+                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+at::Tensor df_affine_fwd_cpu(const at::Tensor& x_in, const at::Tensor& gamma_in, const at::Tensor& beta_in,
+                             double slope) {
+  check_inputs(x_in, gamma_in, beta_in);
+  const auto fmt = kernel_format(x_in);
+  const auto x = x_in.contiguous(fmt);
+  const auto gamma = gamma_in.contiguous(), beta = beta_in.contiguous();
+  auto y = at::empty_like(x, x.options(), fmt);
+  const int64_t K = gamma.size(0), B = x.size(0), C = x.size(1), S = x.size(2) * x.size(3);
+  FASTT2I_DISPATCH_FLOATS(x.scalar_type(), "df_affine_fwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    if (fmt == at::MemoryFormat::ChannelsLast)
+      forward_positions<scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                         gamma.const_data_ptr<acc_t>(), beta.const_data_ptr<acc_t>(), K, B, C,
+                                         S, static_cast<acc_t>(slope));
+    else
+      forward_rows<scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                    gamma.const_data_ptr<acc_t>(), beta.const_data_ptr<acc_t>(), K, B * C, S,
+                                    static_cast<acc_t>(slope));
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> df_affine_bwd_cpu(const at::Tensor& dy_in, const at::Tensor& x_in,
+                                                                 const at::Tensor& gamma_in,
+                                                                 const at::Tensor& beta_in, double slope) {
+  check_inputs(x_in, gamma_in, beta_in);
+  TORCH_CHECK(dy_in.sizes() == x_in.sizes() && dy_in.scalar_type() == x_in.scalar_type(),
+              "grad_out: expected ", x_in.sizes(), " ", x_in.scalar_type(), ", got ", dy_in.sizes(), " ",
+              dy_in.scalar_type());
+  const auto fmt = kernel_format(x_in);
+  const auto x = x_in.contiguous(fmt), dy = dy_in.contiguous(fmt);
+  const auto gamma = gamma_in.contiguous(), beta = beta_in.contiguous();
+  auto dx = at::empty_like(x, x.options(), fmt);
+  auto dg = at::empty(gamma.sizes(), gamma.options());
+  auto db = at::empty(beta.sizes(), beta.options());
+  const int64_t K = gamma.size(0), B = x.size(0), C = x.size(1), S = x.size(2) * x.size(3);
+  FASTT2I_DISPATCH_FLOATS(x.scalar_type(), "df_affine_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    if (fmt == at::MemoryFormat::ChannelsLast)
+      backward_positions<scalar_t, acc_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                          gamma.const_data_ptr<acc_t>(), beta.const_data_ptr<acc_t>(),
+                                          dx.mutable_data_ptr<scalar_t>(), dg.mutable_data_ptr<acc_t>(),
+                                          db.mutable_data_ptr<acc_t>(), K, B, C, S, static_cast<acc_t>(slope));
+    else
+      backward_rows<scalar_t, acc_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                     gamma.const_data_ptr<acc_t>(), beta.const_data_ptr<acc_t>(),
+                                     dx.mutable_data_ptr<scalar_t>(), dg.mutable_data_ptr<acc_t>(),
+                                     db.mutable_data_ptr<acc_t>(), K, B * C, S, static_cast<acc_t>(slope));
+  });
+  return {dx, dg, db};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
+  m.impl("df_affine_fwd", &df_affine_fwd_cpu);
+  m.impl("df_affine_bwd", &df_affine_bwd_cpu);
+}
+
+}  // namespace fastt2i

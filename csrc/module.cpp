@@ -1,0 +1,37 @@
+// The Python module fastt2i._C.  Importing it loads the kernels, which register
+// themselves with the dispatcher (TORCH_LIBRARY_IMPL in each op's source file);
+// this file only reports how the extension was built.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+namespace {
+
+bool with_cuda() {
+#ifdef FASTT2I_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string build_info() {
+  std::string info = "compiler " __VERSION__;
+#ifdef FASTT2I_WITH_CUDA
+  info += "; CUDA kernels for " FASTT2I_CUDA_ARCHS;
+#else
+  info += "; no CUDA kernels";
+#endif
+#ifdef _OPENMP
+  info += "; OpenMP";
+#endif
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastt2i compiled kernels (CPU, and CUDA when built with it)";
+  m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
+  m.def("build_info", &build_info, "compiler, CUDA architectures and OpenMP of this build");
+}

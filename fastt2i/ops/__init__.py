@@ -1,0 +1,30 @@
+"""fastt2i's fused ops.
+
+Every op has a plain-PyTorch reference and fused backends (``triton``, ``cuda``,
+``cpu``); ``set_backend``/``use_backend``/``FASTT2I_BACKEND`` choose, ``auto``
+(the default) picks cuda -> triton -> reference for CUDA tensors and
+cpu -> reference for CPU tensors, among ``available_backends()``.
+"""
+from ._backend import (
+    BACKENDS,
+    available_backends,
+    get_backend,
+    refresh_available_backends,
+    set_backend,
+    use_backend,
+)
+from .df_affine import df_affine, df_affine_reference
+
+# Op modules define their schemas above; only now load the compiled kernels.
+refresh_available_backends()
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "refresh_available_backends",
+    "df_affine",
+    "df_affine_reference",
+]
