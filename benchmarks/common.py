@@ -1,0 +1,112 @@
+"""The benchmark case format shared by the runner (``python -m benchmarks.run``) and the
+pytest-benchmark suite (``pytest benchmarks``).
+
+Each ``benchmarks/bench_<name>.py`` defines ``cases(device: str, quick: bool) -> list[Case]``.
+A Case names one op/step at one shape and mode, and gives per provider a *setup* function
+that builds the inputs and returns the zero-argument closure to time.  Providers are named
+``eager`` (the reference in eager PyTorch), ``compile`` (torch.compile of the reference),
+``official`` (a literal transcription of the official code, where that differs from eager),
+and the fused backends ``cuda``, ``triton``, ``cpu``.  The runner times every provider of a
+case in the same process and reports ratios against ``eager`` and ``compile``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+Setup = Callable[[], Callable[[], Any]]
+
+
+@dataclass
+class Case:
+    op: str                     # e.g. "df_affine"
+    name: str                   # the shape, e.g. "DF-GAN 64x64 B32 C256"
+    mode: str                   # "forward" | "forward+backward" | "step"
+    providers: dict             # provider name -> Setup
+    bytes: Optional[float] = None   # bytes the ideal fused kernel must move (for GB/s)
+    flops: Optional[float] = None   # useful floating-point operations (for TFLOP/s)
+    saved_bytes: dict = field(default_factory=dict)  # provider -> Setup whose closure returns bytes saved for backward
+    quick: bool = False         # part of `--quick` (the demo)
+    items: Optional[int] = None # e.g. images per call, for items/s
+
+
+def backend_provider(backend: str, make_closure: Callable[[], Callable[[], Any]]) -> Setup:
+    """A provider that runs ``make_closure``'s closure with ``fastt2i.ops.use_backend(backend)``."""
+    from fastt2i import ops
+
+    def setup():
+        fn = make_closure()
+
+        def run():
+            with ops.use_backend(backend):
+                return fn()
+
+        return run
+
+    return setup
+
+
+def compiled_provider(make_closure: Callable[[], Callable[[], Any]], **compile_kwargs) -> Setup:
+    """torch.compile of the reference closure (the runner warms it up before timing)."""
+    def setup():
+        fn = make_closure()
+        compiled = torch.compile(fn, **compile_kwargs)
+        return compiled
+
+    return setup
+
+
+def fused_backends(device: str) -> list[str]:
+    from fastt2i import ops
+
+    names = [b for b in ops.available_backends() if b != "reference"]
+    if device == "cuda":
+        return [b for b in names if b in ("cuda", "triton")]
+    return [b for b in names if b == "cpu"]
+
+
+def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn()`` runs (distinct storages)."""
+    seen: dict = {}
+
+    def pack(t):
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return int(sum(seen.values()))
+
+
+def fwd_bwd(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """Wrap a forward closure into forward+backward against a fixed random gradient."""
+    state = {}
+
+    def run():
+        out = forward()
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        outs = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
+        if "grads" not in state:
+            state["grads"] = [torch.randn_like(o) for o in outs]
+        torch.autograd.backward(outs, state["grads"])
+
+    return run
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """fp32 references stay fp32 on Ampere/Hopper."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old

@@ -1,0 +1,1 @@
+"""Losses of the GAN families: adversarial, gradient penalties, DAMSM, KL, ..."""
