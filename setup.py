@@ -4,6 +4,7 @@ Environment:
   FASTT2I_BUILD_EXT=0     pure-Python install (no compiled backends)
   FASTT2I_WITH_CUDA=0/1   force the CUDA kernels off/on (default: on when torch has CUDA and nvcc is found)
   FASTT2I_CUDA_ARCHS      CUDA architectures, CMake syntax (default "80;90")
+  FASTT2I_CPU_NATIVE=0    portable CPU kernels (default: -march=native, since builds are from source)
   MAX_JOBS                parallel compile jobs (default: cores, at most 1 job per 2 GB of memory)
 """
 import os
@@ -25,6 +26,21 @@ def _find_nvcc():
         if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
             return os.path.join(home, "bin", "nvcc")
     return shutil.which("nvcc")
+
+
+def _tool(module_name: str, binary: str) -> str:
+    """The cmake/ninja of the pip packages when installed (a venv's bin/ may not be on PATH)."""
+    try:
+        module = __import__(module_name)
+        path = os.path.join(getattr(module, "CMAKE_BIN_DIR", None) or module.BIN_DIR, binary)
+        if os.path.exists(path):
+            return path
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which(binary)
+    if found is None:
+        raise RuntimeError(f"{binary} not found: pip install {module_name}")
+    return found
 
 
 def _max_jobs() -> int:
@@ -58,7 +74,7 @@ class CMakeBuild(build_ext):
         if with_cuda and os.path.isdir(nvidia_include):
             include_dirs.append(nvidia_include)
         args = [
-            "-G", "Ninja",
+            "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_tool('ninja', 'ninja')}",
             f"-DCMAKE_BUILD_TYPE={'Debug' if self.debug else 'Release'}",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -67,6 +83,7 @@ class CMakeBuild(build_ext):
             f"-DTORCH_LIBRARY_DIR={os.path.join(os.path.dirname(torch.__file__), 'lib')}",
             f"-DTORCH_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             f"-DFASTT2I_WITH_CUDA={'ON' if with_cuda else 'OFF'}",
+            f"-DFASTT2I_CPU_NATIVE={'OFF' if os.environ.get('FASTT2I_CPU_NATIVE') == '0' else 'ON'}",
         ]
         if with_cuda:
             args += [f"-DCMAKE_CUDA_COMPILER={nvcc}",
@@ -74,8 +91,9 @@ class CMakeBuild(build_ext):
         build_dir = os.path.abspath(self.build_temp)
         os.makedirs(build_dir, exist_ok=True)
         print(f"fastt2i: building the extension (CUDA kernels: {'yes' if with_cuda else 'no'})", flush=True)
-        subprocess.check_call(["cmake", os.path.abspath(os.path.dirname(__file__)), *args], cwd=build_dir)
-        subprocess.check_call(["cmake", "--build", ".", "-j", str(_max_jobs())], cwd=build_dir)
+        cmake = _tool("cmake", "cmake")
+        subprocess.check_call([cmake, os.path.abspath(os.path.dirname(__file__)), *args], cwd=build_dir)
+        subprocess.check_call([cmake, "--build", ".", "-j", str(_max_jobs())], cwd=build_dir)
 
 
 build_ext_enabled = os.environ.get("FASTT2I_BUILD_EXT", "1") != "0"

@@ -1,0 +1,238 @@
+"""Benchmark runner: ``python -m benchmarks.run [--quick] [--ops df_affine,...] [--out DIR]``.
+
+Discovers ``benchmarks/bench_*.py``, times every provider of every case in this process
+(GPU: ``triton.testing.do_bench`` median with 20/80 quantiles; CPU: median of repeated
+wall-clock runs), measures the device's peak copy bandwidth and matmul throughput for the
+"% of peak" columns, prints a table and writes JSON + Markdown under ``--out`` named by
+device, commit and date.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import pkgutil
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+
+import benchmarks
+from benchmarks.common import Case
+
+
+# ----------------------------------------------------------------------------- timing
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn, device: str, min_seconds: float = 0.3, max_runs: int = 200) -> tuple[float, float, float]:
+    """(median, p20, p80) in milliseconds."""
+    if device == "cuda":
+        import triton.testing
+
+        med, lo, hi = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8], warmup=25, rep=100)
+        return float(med), float(lo), float(hi)
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    return statistics.median(times), q(0.2), q(0.8)
+
+
+def peak_memory_of(fn, device: str) -> float | None:
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+# ----------------------------------------------------------------------------- device facts
+
+def device_facts(device: str) -> dict:
+    facts = {"device": device, "python": platform.python_version(), "torch": torch.__version__}
+    if device == "cuda":
+        facts["name"] = torch.cuda.get_device_name()
+        props = torch.cuda.get_device_properties(0)
+        facts["sms"] = props.multi_processor_count
+        facts["memory_gib"] = round(props.total_memory / 2**30, 1)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            facts["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            facts["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
+            facts["max_mem_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)
+        except Exception as exc:  # nvidia-ml-py missing or no NVML: facts stay partial
+            facts["nvml"] = f"unavailable: {exc}"
+    else:
+        facts["name"] = platform.processor() or platform.machine()
+        facts["threads"] = torch.get_num_threads()
+    return facts
+
+
+def measured_peaks(device: str) -> dict:
+    """Copy bandwidth (bytes read + written) and dense matmul throughput, measured now."""
+    n = (1 << 28) if device == "cuda" else (1 << 25)  # 1 GiB / 128 MiB of float32
+    src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms, _, _ = time_fn(lambda: dst.copy_(src), device)
+    bandwidth = 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+    del src, dst
+    size = 8192 if device == "cuda" else 1024
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    ms, _, _ = time_fn(lambda: a @ b, device)
+    tflops = 2 * size**3 / (ms * 1e-3) / 1e12
+    return {"copy_GBps": round(bandwidth, 1), "matmul_TFLOPs": round(tflops, 2),
+            "matmul_dtype": str(dtype).replace("torch.", "")}
+
+
+# ----------------------------------------------------------------------------- running
+
+def discover(only: set[str] | None):
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        if info.name.startswith("bench_"):
+            if only and info.name[len("bench_"):] not in only:
+                continue
+            yield importlib.import_module(f"benchmarks.{info.name}")
+
+
+def run_case(case: Case, device: str, peaks: dict) -> list[dict]:
+    rows = []
+    for provider, setup in case.providers.items():
+        row = {"op": case.op, "case": case.name, "mode": case.mode, "provider": provider}
+        try:
+            fn = setup()
+            for _ in range(3 if provider == "compile" else 1):  # compile + autotune outside the timing
+                fn()
+            _sync(device)
+            med, lo, hi = time_fn(fn, device)
+            row.update(ms=med, ms_p20=lo, ms_p80=hi)
+            mem = peak_memory_of(fn, device)
+            if mem is not None:
+                row["peak_MiB"] = round(mem, 2)
+            if case.bytes:
+                row["GBps"] = case.bytes / (med * 1e-3) / 1e9
+                row["pct_peak_bw"] = 100 * row["GBps"] / peaks["copy_GBps"]
+            if case.flops:
+                row["TFLOPs"] = case.flops / (med * 1e-3) / 1e12
+                row["pct_peak_flops"] = 100 * row["TFLOPs"] / peaks["matmul_TFLOPs"]
+            if case.items:
+                row["items_per_s"] = case.items / (med * 1e-3)
+            if provider in case.saved_bytes:
+                row["saved_MiB"] = round(case.saved_bytes[provider]()() / 2**20, 3)
+            del fn
+        except Exception as exc:  # one failing provider must not hide the others
+            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            if os.environ.get("FASTT2I_BENCH_TRACE"):
+                traceback.print_exc()
+        rows.append(row)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    base = {r["provider"]: r.get("ms") for r in rows}
+    for r in rows:
+        if r.get("ms"):
+            for ref in ("eager", "compile", "official"):
+                if base.get(ref):
+                    r[f"x_vs_{ref}"] = base[ref] / r["ms"]
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = [("op", "op"), ("case", "case"), ("mode", "mode"), ("provider", "provider"), ("ms", "ms"),
+            ("x_vs_eager", "x eager"), ("x_vs_compile", "x compile"), ("x_vs_official", "x official"),
+            ("GBps", "GB/s"), ("pct_peak_bw", "% bw"), ("TFLOPs", "TFLOP/s"), ("items_per_s", "items/s"),
+            ("peak_MiB", "peak MiB"), ("saved_MiB", "saved MiB")]
+    used = [(k, h) for k, h in cols if any(k in r for r in rows)]
+
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(h for _, h in used) + " |", "|" + "---|" * len(used)]
+    for r in rows:
+        cells = [fmt(r.get(k)) for k, _ in used]
+        if "error" in r:
+            cells[-1] = "error: " + r["error"][:80]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the cases marked quick (the demo)")
+    parser.add_argument("--ops", default="", help="comma-separated bench module names (df_affine,...)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None, help="directory for JSON + Markdown results (none: print only)")
+    args = parser.parse_args(argv)
+    device = args.device
+    only = {s.strip() for s in args.ops.split(",") if s.strip()} or None
+
+    facts = device_facts(device)
+    peaks = measured_peaks(device)
+    print(f"device: {facts.get('name')} ({device}); measured peak: copy {peaks['copy_GBps']} GB/s, "
+          f"{peaks['matmul_dtype']} matmul {peaks['matmul_TFLOPs']} TFLOP/s", flush=True)
+    rows = []
+    for module in discover(only):
+        for case in module.cases(device, args.quick):
+            if args.quick and not case.quick:
+                continue
+            print(f"  {case.op}: {case.name} [{case.mode}]", flush=True)
+            rows.extend(run_case(case, device, peaks))
+    table = format_table(rows)
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc)
+        commit = git_commit()
+        tag = (facts.get("name") or device).replace(" ", "-").replace("/", "-")
+        base = os.path.join(args.out, f"{stamp:%Y-%m-%d}_{tag}_{commit}{'_quick' if args.quick else ''}")
+        record = {"date": stamp.isoformat(timespec="seconds"), "commit": commit, "facts": facts,
+                  "peaks": peaks, "rows": rows}
+        with open(base + ".json", "w") as f:
+            json.dump(record, f, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+        with open(base + ".md", "w") as f:
+            f.write(f"# Benchmarks {stamp:%Y-%m-%d %H:%M} UTC, commit {commit}\n\n")
+            f.write(f"Device: {facts.get('name')} ({device}), torch {facts['torch']}; measured peak copy "
+                    f"{peaks['copy_GBps']} GB/s, {peaks['matmul_dtype']} matmul {peaks['matmul_TFLOPs']} TFLOP/s.\n\n")
+            f.write(table + "\n")
+        print(f"wrote {base}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
