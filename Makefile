@@ -33,14 +33,32 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
-# The kernels include no torch headers, so plain nvcc checks them without a CUDA torch.
-cuda-compile-check:
+# Every CUDA source compiles: the kernels (*.cu, no torch headers) with plain nvcc for each
+# architecture; the ATen glue (*_cuda.cpp) against the headers of a CUDA build of torch,
+# installed without its dependencies in a side venv (only its headers are used).
+CUDA_TORCH ?= torch==2.14.1
+CUDA_HEADERS_VENV := .venv-cuda-headers
+# (torch without its dependencies cannot be imported: find its headers by path)
+CUDA_TORCH_INC = $(foreach d,$(wildcard $(CUDA_HEADERS_VENV)/lib/python*/site-packages/torch/include),-I$(d) -I$(d)/torch/csrc/api/include)
+CUDA_INC := $(dir $(NVCC))../include
+
+$(CUDA_HEADERS_VENV)/.ok:
+	test -x $(CUDA_HEADERS_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_HEADERS_VENV)
+	$(CUDA_HEADERS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps "$(CUDA_TORCH)"
+	touch $@
+
+cuda-compile-check: $(CUDA_HEADERS_VENV)/.ok
 	@set -e; for src in csrc/cuda/*.cu; do \
 	  for arch in $(CUDA_ARCHS); do \
 	    echo "nvcc sm_$$arch $$src"; \
 	    $(NVCC) -std=c++17 -O3 --expt-relaxed-constexpr -gencode arch=compute_$$arch,code=sm_$$arch \
 	      -c $$src -o /dev/null; \
 	  done; \
+	done
+	@set -e; for src in csrc/cuda/*_cuda.cpp; do \
+	  echo "c++ (CUDA torch headers) $$src"; \
+	  $(CXX) -std=c++20 -O0 -fPIC -D_GLIBCXX_USE_CXX11_ABI=1 -DFASTT2I_WITH_CUDA $(CUDA_TORCH_INC) \
+	    -I$(CUDA_INC) -c $$src -o /dev/null; \
 	done
 
 # On a GPU machine (torch with CUDA preinstalled, no network): build in place with the
@@ -52,4 +70,4 @@ gpu-check:
 	$(PYTHON) -m benchmarks.run --out benchmarks/results 2>&1 | tee $${OUT:-.}/gpu-bench.log
 
 clean:
-	rm -rf build $(VENV) fastt2i/_C*.so *.egg-info
+	rm -rf build $(VENV) $(CUDA_HEADERS_VENV) fastt2i/_C*.so *.egg-info
