@@ -67,7 +67,7 @@ gpu-check:
 	$(PYTHON) -m pip install -q --no-build-isolation --no-deps --no-index -e .
 	$(PYTHON) -m fastt2i.info
 	$(PYTHON) -m pytest -q tests 2>&1 | tee $${OUT:-.}/gpu-tests.log
-	$(PYTHON) -m benchmarks.run --out benchmarks/results 2>&1 | tee $${OUT:-.}/gpu-bench.log
+	$(PYTHON) -m benchmarks.run --out $${OUT:-benchmarks/results} 2>&1 | tee $${OUT:-.}/gpu-bench.log
 
 clean:
 	rm -rf build $(VENV) $(CUDA_HEADERS_VENV) fastt2i/_C*.so *.egg-info

@@ -220,7 +220,7 @@ def main(argv=None) -> int:
         stamp = _dt.datetime.now(_dt.timezone.utc)
         commit = git_commit()
         tag = (facts.get("name") or device).replace(" ", "-").replace("/", "-")
-        base = os.path.join(args.out, f"{stamp:%Y-%m-%d}_{tag}_{commit}{'_quick' if args.quick else ''}")
+        base = os.path.join(args.out, f"{tag}-{stamp:%Y-%m-%d}{'-quick' if args.quick else ''}")
         record = {"date": stamp.isoformat(timespec="seconds"), "commit": commit, "facts": facts,
                   "peaks": peaks, "rows": rows}
         with open(base + ".json", "w") as f:

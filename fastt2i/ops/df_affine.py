@@ -211,15 +211,19 @@ def _fused_ops(backend: str):
     return torch.ops.fastt2i.df_affine_fwd, torch.ops.fastt2i.df_affine_bwd
 
 
+def _kernel_inputs(x, gamma, beta):
+    """x in a layout the kernels take; gamma/beta in the accumulate dtype, contiguous."""
+    acc = _checks.accumulate_dtype(x.dtype)
+    return x.contiguous(memory_format=_checks.layout_of(x)), gamma.to(acc).contiguous(), beta.to(acc).contiguous()
+
+
 class _DFAffineFunction(torch.autograd.Function):
     """One autograd for every fused backend: saves only x, gamma, beta."""
 
     @staticmethod
     def forward(ctx, x, gamma, beta, negative_slope, backend):
         forward, _ = _fused_ops(backend)
-        x = x.contiguous(memory_format=_checks.layout_of(x))
-        acc = _checks.accumulate_dtype(x.dtype)
-        g, b = gamma.to(acc).contiguous(), beta.to(acc).contiguous()
+        x, g, b = _kernel_inputs(x, gamma, beta)
         ctx.save_for_backward(x, g, b)
         ctx.negative_slope, ctx.backend = negative_slope, backend
         ctx.param_dtypes = (gamma.dtype, beta.dtype)
@@ -292,4 +296,6 @@ def df_affine(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
     backend = DISPATCH.select(x.device, x, gamma, beta)
     if backend == "reference":
         return df_affine_reference(x, gamma, beta, slope)
-    return _DFAffineFunction.apply(x, gamma, beta, slope, backend)
+    if torch.is_grad_enabled() and (x.requires_grad or gamma.requires_grad or beta.requires_grad):
+        return _DFAffineFunction.apply(x, gamma, beta, slope, backend)
+    return _fused_ops(backend)[0](*_kernel_inputs(x, gamma, beta), slope)  # inference: skip autograd
