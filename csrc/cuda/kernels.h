@@ -25,5 +25,79 @@ cudaError_t df_affine_backward(DType dtype, const void* grad_out, const void* x,
                                int64_t splits, int64_t K, int64_t B, int64_t C, int64_t S, bool channels_last,
                                double slope, cudaStream_t stream);
 
+// ---- bias_leaky_relu: y = lrelu(x + bias[c]) over n elements of flat memory.  bias (C,) of the
+// accumulate type or null; with a bias the layout is NCHW (c = (i / S) % C) or NHWC (c = i % C).
+cudaError_t bias_leaky_relu_forward(DType dtype, const void* x, const void* bias, void* y, int64_t n, int64_t C,
+                                    int64_t S, bool channels_last, double slope, cudaStream_t stream);
+// out = grad * (y > 0 ? 1 : slope), grad and y walked as the same flat memory order.
+cudaError_t bias_leaky_relu_backward(DType dtype, const void* grad, const void* y, void* out, int64_t n,
+                                     double slope, cudaStream_t stream);
+
+// ---- gradient_penalty: up to kGradientPenaltyMaxTensors gradients per launch; sample b of tensor t
+// is the flat span [b * per_sample[t], (b + 1) * per_sample[t]).  Partial sums of squares go to
+// partial (B, P) of the accumulate type at columns chunk_begin[t] ... (gradient_penalty_chunks each).
+constexpr int kGradientPenaltyMaxTensors = 8;
+struct GradientPenaltyGroup {
+  const void* grads[kGradientPenaltyMaxTensors];
+  void* outs[kGradientPenaltyMaxTensors];  // backward only
+  DType dtypes[kGradientPenaltyMaxTensors];
+  int64_t per_sample[kGradientPenaltyMaxTensors];
+  int64_t chunk_begin[kGradientPenaltyMaxTensors + 1];  // cumulative, relative to column_offset
+  int64_t column_offset;
+  int count;
+};
+int64_t gradient_penalty_chunks(int64_t per_sample);
+cudaError_t gradient_penalty_partial(const GradientPenaltyGroup& group, int64_t B, void* partial, int64_t P,
+                                     bool acc_double, cudaStream_t stream);
+// sumsq[b] = scale^2 * sum_j partial[b, j]; loss = k * mean_b sumsq[b]^(p/2) (0 for sumsq = 0).
+cudaError_t gradient_penalty_finalize(const void* partial, int64_t B, int64_t P, double k, double p, double scale,
+                                      void* sumsq, void* loss, bool acc_double, cudaStream_t stream);
+// outs[t] = grads[t] * grad_loss * k*p/B * scale^2 * sumsq[b]^(p/2 - 1) (0 for sumsq = 0); grad_loss is
+// one element of the accumulate type on the device.
+cudaError_t gradient_penalty_backward(const GradientPenaltyGroup& group, int64_t B, const void* sumsq,
+                                      const void* grad_loss, double k, double p, double scale, bool acc_double,
+                                      cudaStream_t stream);
+
+// ---- damsm (word-level matching): stage kernels between the GEMMs, one block per (image, caption)
+// pair, in the accumulate type (Float32 or Float64).  S/alpha/beta/H: (images, N, B*T); C/G:
+// (images, B*T, D); erows (B, T, D); k1/k2/cs (images, B, T); lengths int64 (B,), 1 <= L <= T <= 512.
+constexpr int64_t kDamsmMaxWords = 512;
+// S -> alpha in place, beta = softmax over regions of gamma1 * alpha (beta may be s).
+cudaError_t damsm_stage_a(DType acc, void* s, void* beta, const int64_t* lengths, int64_t pairs, int64_t B,
+                          int64_t T, int64_t N, double gamma1, cudaStream_t stream);
+// grad == nullptr: scores[pair] = R.  Else g = dR/dC * grad[pair], k1, k2, cs (scores unused).
+cudaError_t damsm_stage_b(DType acc, const void* c, const void* erows, const int64_t* lengths, const void* grad,
+                          void* scores, void* g, void* k1, void* k2, void* cs, int64_t pairs, int64_t B, int64_t T,
+                          int64_t D, double gamma2, cudaStream_t stream);
+// h: dL/dbeta -> dS + k1 * beta; g -> g - k1 * e.
+cudaError_t damsm_stage_c(DType acc, const void* alpha, const void* beta, void* h, void* g, const void* erows,
+                          const int64_t* lengths, const void* k1, const void* cs, int64_t pairs, int64_t B,
+                          int64_t T, int64_t N, int64_t D, double gamma1, cudaStream_t stream);
+
+// ---- word_region_attention: regions, context and their gradients share one layout WraLayout: element
+// (b, c, n) at b*sb + c*sc + n*sn (NCHW: sc = N, sn = 1; NHWC: sc = 1, sn = C).  words are (B, C, T)
+// contiguous in the accumulate type (float, or double for Float64); lse (B, N) of the accumulate type,
+// +inf on rows whose words are all padding.  mask: bool, element (b, n, t) at b*sb + n*sn + t (sn = 0
+// for a (B, T) mask), data null for none.  attention / grad_attention: element (b, t, n) at
+// b*attn_sb + t*attn_st + n*attn_sn, null for none.  The backward writes partial dwords
+// (B, tiles, C, T) of the accumulate type, tiles = word_region_attention_backward_tiles(dtype, N),
+// which the caller sums over tiles.  T <= 64.
+struct WraLayout {
+  int64_t B, C, N, T;
+  int64_t sb, sc, sn;
+};
+struct WraMask {
+  const void* data;
+  int64_t sb, sn;
+};
+int64_t word_region_attention_backward_tiles(DType dtype, int64_t N);
+cudaError_t word_region_attention_forward(DType dtype, const void* regions, const void* words, WraMask mask,
+                                          void* context, void* lse, void* attention, int64_t attn_sb,
+                                          int64_t attn_st, int64_t attn_sn, WraLayout L, cudaStream_t stream);
+cudaError_t word_region_attention_backward(DType dtype, const void* grad_context, const void* grad_attention,
+                                           int64_t attn_sb, int64_t attn_st, int64_t attn_sn, const void* regions,
+                                           const void* words, WraMask mask, const void* lse, void* grad_regions,
+                                           void* grad_words_partial, WraLayout L, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace fastt2i

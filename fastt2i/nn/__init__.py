@@ -1,4 +1,5 @@
 """Modules built on fastt2i's fused ops."""
 from .dfblock import Affine, DFBlock
+from .discriminator import DBlock, FusedLeakyReLU, JointConv
 
-__all__ = ["Affine", "DFBlock"]
+__all__ = ["Affine", "DFBlock", "DBlock", "FusedLeakyReLU", "JointConv"]

@@ -14,6 +14,8 @@ from ._backend import (
     use_backend,
 )
 from .df_affine import df_affine, df_affine_reference
+from .bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_reference
+from .gradient_penalty import gradient_penalty, gradient_penalty_reference
 
 # Op modules define their schemas above; only now load the compiled kernels.
 refresh_available_backends()
@@ -27,4 +29,8 @@ __all__ = [
     "refresh_available_backends",
     "df_affine",
     "df_affine_reference",
+    "bias_leaky_relu",
+    "bias_leaky_relu_reference",
+    "gradient_penalty",
+    "gradient_penalty_reference",
 ]

@@ -1,0 +1,163 @@
+// Bias + leaky ReLU on CPU: y = lrelu(x + bias[c]) and its derivative dx = dy * (y > 0 ? 1 : slope).
+// The derivative is a function of the saved output only, so the same backward kernel serves every
+// order of differentiation (see fastt2i/ops/bias_leaky_relu.py).  Elementwise loops over flat
+// memory, parallel with ATen's thread pool; registration of the CPU kernels of
+// fastt2i::bias_leaky_relu_fwd / bias_leaky_relu_bwd.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <c10/util/Optional.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../common.h"
+
+namespace fastt2i {
+namespace {
+
+constexpr int64_t kGrain = 32768;  // elements per parallel task
+
+#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
+                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
+                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
+                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+// Dense layouts are walked as flat memory: elementwise ops do not care about the order.
+at::Tensor dense_or_contiguous(const at::Tensor& t) {
+  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
+}
+
+// v * (v > 0 ? 1 : slope) equals (v > 0 ? v : v * slope) exactly, but selects between two constants
+// and multiplies unconditionally: the compiler vectorises it (a branch on the sign of random data
+// mispredicts half the time, and -ftrapping-math forbids speculating v * slope).
+template <typename acc_t>
+inline acc_t gain(acc_t v, acc_t slope) { return v > acc_t(0) ? acc_t(1) : slope; }
+
+template <typename scalar_t, typename acc_t>
+void forward_flat(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t n, acc_t slope) {
+  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const acc_t v = static_cast<acc_t>(x[i]);
+      y[i] = static_cast<scalar_t>(v * gain(v, slope));
+    }
+  });
+}
+
+// NCHW-contiguous (B, C, S): rows of S values share one bias.
+template <typename scalar_t, typename acc_t>
+void forward_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const acc_t* __restrict__ bias,
+                  int64_t BC, int64_t C, int64_t S, acc_t slope) {
+  at::parallel_for(0, BC, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc_t b = bias[r % C];
+      const scalar_t* xr = x + r * S;
+      scalar_t* yr = y + r * S;
+      for (int64_t s = 0; s < S; ++s) {
+        const acc_t v = static_cast<acc_t>(xr[s]) + b;
+        yr[s] = static_cast<scalar_t>(v * gain(v, slope));
+      }
+    }
+  });
+}
+
+// NHWC (B, S, C): every position holds C channels.
+template <typename scalar_t, typename acc_t>
+void forward_positions(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const acc_t* __restrict__ bias,
+                       int64_t positions, int64_t C, acc_t slope) {
+  at::parallel_for(0, positions, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const scalar_t* xp = x + p * C;
+      scalar_t* yp = y + p * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t v = static_cast<acc_t>(xp[c]) + bias[c];
+        yp[c] = static_cast<scalar_t>(v * gain(v, slope));
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void backward_flat(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y, scalar_t* __restrict__ out,
+                   int64_t n, acc_t slope) {
+  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      out[i] = static_cast<scalar_t>(static_cast<acc_t>(g[i]) * gain(static_cast<acc_t>(y[i]), slope));
+    }
+  });
+}
+
+at::Tensor bias_leaky_relu_fwd_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& bias_in,
+                                   double slope) {
+  check_float(x_in, "x");
+  const bool has_bias = bias_in.has_value() && bias_in->defined();
+  at::Tensor x, bias;
+  if (has_bias) {
+    TORCH_CHECK(x_in.dim() >= 2, "x: expected (B, C, ...) with a bias, got ", x_in.sizes());
+    TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == x_in.size(1), "bias: expected (", x_in.size(1),
+                ",), got ", bias_in->sizes());
+    const auto acc = accumulate_type(x_in.scalar_type());
+    TORCH_CHECK(bias_in->scalar_type() == acc, "bias: expected ", acc, " for x of ", x_in.scalar_type(), ", got ",
+                bias_in->scalar_type());
+    x = x_in.contiguous(kernel_format(x_in));
+    bias = bias_in->contiguous();
+  } else {
+    x = dense_or_contiguous(x_in);
+  }
+  auto y = at::empty_like(x);
+  const int64_t n = x.numel();
+  if (n == 0) return y;
+  FASTT2I_DISPATCH_FLOATS(x.scalar_type(), "bias_leaky_relu_fwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto s = static_cast<acc_t>(slope);
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    if (!has_bias) {
+      forward_flat<scalar_t, acc_t>(xp, yp, n, s);
+    } else {
+      const int64_t B = x.size(0), C = x.size(1);
+      const int64_t S = n / (B * C);
+      // (B, C) inputs (S = 1) are "positions" of C contiguous channels, like NHWC
+      if (kernel_format(x) == at::MemoryFormat::ChannelsLast || S == 1)
+        forward_positions<scalar_t, acc_t>(xp, yp, bias.const_data_ptr<acc_t>(), n / C, C, s);
+      else
+        forward_rows<scalar_t, acc_t>(xp, yp, bias.const_data_ptr<acc_t>(), B * C, C, S, s);
+    }
+  });
+  return y;
+}
+
+at::Tensor bias_leaky_relu_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& y_in, double slope) {
+  check_float(y_in, "y");
+  TORCH_CHECK(grad_in.sizes() == y_in.sizes(), "grad: expected shape ", y_in.sizes(), ", got ", grad_in.sizes());
+  const auto y = dense_or_contiguous(y_in);
+  auto out = at::empty_like(y);
+  // grad must be walked in y's memory order
+  at::Tensor grad = grad_in;
+  if (grad.strides() != y.strides() || grad.scalar_type() != y.scalar_type()) {
+    grad = at::empty_like(y);
+    grad.copy_(grad_in);
+  }
+  const int64_t n = y.numel();
+  if (n == 0) return out;
+  FASTT2I_DISPATCH_FLOATS(y.scalar_type(), "bias_leaky_relu_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    backward_flat<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                                   out.mutable_data_ptr<scalar_t>(), n, static_cast<acc_t>(slope));
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
+  m.impl("bias_leaky_relu_fwd", &bias_leaky_relu_fwd_cpu);
+  m.impl("bias_leaky_relu_bwd", &bias_leaky_relu_bwd_cpu);
+}
+
+}  // namespace fastt2i
