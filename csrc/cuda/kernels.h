@@ -59,20 +59,23 @@ cudaError_t gradient_penalty_backward(const GradientPenaltyGroup& group, int64_t
                                       cudaStream_t stream);
 
 // ---- damsm (word-level matching): stage kernels between the GEMMs, one block per (image, caption)
-// pair, in the accumulate type (Float32 or Float64).  S/alpha/beta/H: (images, N, B*T); C/G:
-// (images, B*T, D); erows (B, T, D); k1/k2/cs (images, B, T); lengths int64 (B,), 1 <= L <= T <= 512.
+// pair, in the accumulate type (Float32 or Float64).  The P = sum(lengths) real words are packed:
+// caption i owns columns offsets[i] .. offsets[i] + lengths[i] - 1 (lengths, offsets: int64 (B,) on
+// the device, 1 <= lengths <= max_len <= kDamsmMaxWords).  S/alpha/beta/H: (images, N, P);
+// C/G: (images, P, D); erows (P, D); k1/k2/cs (images, P); scores/grad (images, B).
 constexpr int64_t kDamsmMaxWords = 512;
 // S -> alpha in place, beta = softmax over regions of gamma1 * alpha (beta may be s).
-cudaError_t damsm_stage_a(DType acc, void* s, void* beta, const int64_t* lengths, int64_t pairs, int64_t B,
-                          int64_t T, int64_t N, double gamma1, cudaStream_t stream);
+cudaError_t damsm_stage_a(DType acc, void* s, void* beta, const int64_t* lengths, const int64_t* offsets,
+                          int64_t pairs, int64_t B, int64_t N, int64_t P, double gamma1, cudaStream_t stream);
 // grad == nullptr: scores[pair] = R.  Else g = dR/dC * grad[pair], k1, k2, cs (scores unused).
-cudaError_t damsm_stage_b(DType acc, const void* c, const void* erows, const int64_t* lengths, const void* grad,
-                          void* scores, void* g, void* k1, void* k2, void* cs, int64_t pairs, int64_t B, int64_t T,
-                          int64_t D, double gamma2, cudaStream_t stream);
+cudaError_t damsm_stage_b(DType acc, const void* c, const void* erows, const int64_t* lengths, const int64_t* offsets,
+                          const void* grad, void* scores, void* g, void* k1, void* k2, void* cs, int64_t pairs,
+                          int64_t B, int64_t P, int64_t D, int64_t max_len, double gamma2, cudaStream_t stream);
 // h: dL/dbeta -> dS + k1 * beta; g -> g - k1 * e.
 cudaError_t damsm_stage_c(DType acc, const void* alpha, const void* beta, void* h, void* g, const void* erows,
-                          const int64_t* lengths, const void* k1, const void* cs, int64_t pairs, int64_t B,
-                          int64_t T, int64_t N, int64_t D, double gamma1, cudaStream_t stream);
+                          const int64_t* lengths, const int64_t* offsets, const void* k1, const void* cs,
+                          int64_t pairs, int64_t B, int64_t N, int64_t P, int64_t D, int64_t max_len, double gamma1,
+                          cudaStream_t stream);
 
 // ---- word_region_attention: regions, context and their gradients share one layout WraLayout: element
 // (b, c, n) at b*sb + c*sc + n*sn (NCHW: sc = N, sn = 1; NHWC: sc = 1, sn = C).  words are (B, C, T)
@@ -80,8 +83,8 @@ cudaError_t damsm_stage_c(DType acc, const void* alpha, const void* beta, void* 
 // +inf on rows whose words are all padding.  mask: bool, element (b, n, t) at b*sb + n*sn + t (sn = 0
 // for a (B, T) mask), data null for none.  attention / grad_attention: element (b, t, n) at
 // b*attn_sb + t*attn_st + n*attn_sn, null for none.  The backward writes partial dwords
-// (B, tiles, C, T) of the accumulate type, tiles = word_region_attention_backward_tiles(dtype, N),
-// which the caller sums over tiles.  T <= 64.
+// (B, splits, C, T) of the accumulate type, splits = word_region_attention_backward_splits(...) with
+// the same num_sms, which the caller sums over splits.  T <= 64.
 struct WraLayout {
   int64_t B, C, N, T;
   int64_t sb, sc, sn;
@@ -90,14 +93,15 @@ struct WraMask {
   const void* data;
   int64_t sb, sn;
 };
-int64_t word_region_attention_backward_tiles(DType dtype, int64_t N);
+int64_t word_region_attention_backward_splits(DType dtype, int64_t B, int64_t N, int num_sms);
 cudaError_t word_region_attention_forward(DType dtype, const void* regions, const void* words, WraMask mask,
                                           void* context, void* lse, void* attention, int64_t attn_sb,
                                           int64_t attn_st, int64_t attn_sn, WraLayout L, cudaStream_t stream);
 cudaError_t word_region_attention_backward(DType dtype, const void* grad_context, const void* grad_attention,
                                            int64_t attn_sb, int64_t attn_st, int64_t attn_sn, const void* regions,
                                            const void* words, WraMask mask, const void* lse, void* grad_regions,
-                                           void* grad_words_partial, WraLayout L, cudaStream_t stream);
+                                           void* grad_words_partial, int num_sms, WraLayout L,
+                                           cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fastt2i

@@ -16,6 +16,11 @@ from ._backend import (
 from .df_affine import df_affine, df_affine_reference
 from .bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_reference
 from .gradient_penalty import gradient_penalty, gradient_penalty_reference
+from .word_region_attention import (
+    official_region_mask,
+    word_region_attention,
+    word_region_attention_reference,
+)
 
 # Op modules define their schemas above; only now load the compiled kernels.
 refresh_available_backends()
@@ -33,4 +38,7 @@ __all__ = [
     "bias_leaky_relu_reference",
     "gradient_penalty",
     "gradient_penalty_reference",
+    "word_region_attention",
+    "word_region_attention_reference",
+    "official_region_mask",
 ]
