@@ -21,6 +21,12 @@ from .word_region_attention import (
     word_region_attention,
     word_region_attention_reference,
 )
+from .damsm import (
+    damsm_attention,
+    damsm_word_scores,
+    damsm_word_scores_official,
+    damsm_word_scores_reference,
+)
 
 # Op modules define their schemas above; only now load the compiled kernels.
 refresh_available_backends()
@@ -41,4 +47,8 @@ __all__ = [
     "word_region_attention",
     "word_region_attention_reference",
     "official_region_mask",
+    "damsm_word_scores",
+    "damsm_word_scores_reference",
+    "damsm_word_scores_official",
+    "damsm_attention",
 ]
