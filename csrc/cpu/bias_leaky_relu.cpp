@@ -41,7 +41,7 @@ inline acc_t gain(acc_t v, acc_t slope) { return v > acc_t(0) ? acc_t(1) : slope
 
 template <typename scalar_t, typename acc_t>
 void forward_flat(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t n, acc_t slope) {
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
+  at::parallel_for(0, n, kGrain, [=](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const acc_t v = static_cast<acc_t>(x[i]);
       y[i] = static_cast<scalar_t>(v * gain(v, slope));
@@ -53,7 +53,7 @@ void forward_flat(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int6
 template <typename scalar_t, typename acc_t>
 void forward_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const acc_t* __restrict__ bias,
                   int64_t BC, int64_t C, int64_t S, acc_t slope) {
-  at::parallel_for(0, BC, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, BC, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)), [=](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const acc_t b = bias[r % C];
       const scalar_t* xr = x + r * S;
@@ -70,7 +70,7 @@ void forward_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, cons
 template <typename scalar_t, typename acc_t>
 void forward_positions(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const acc_t* __restrict__ bias,
                        int64_t positions, int64_t C, acc_t slope) {
-  at::parallel_for(0, positions, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t p0, int64_t p1) {
+  at::parallel_for(0, positions, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [=](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const scalar_t* xp = x + p * C;
       scalar_t* yp = y + p * C;
@@ -85,7 +85,7 @@ void forward_positions(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
 template <typename scalar_t, typename acc_t>
 void backward_flat(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y, scalar_t* __restrict__ out,
                    int64_t n, acc_t slope) {
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
+  at::parallel_for(0, n, kGrain, [=](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       out[i] = static_cast<scalar_t>(static_cast<acc_t>(g[i]) * gain(static_cast<acc_t>(y[i]), slope));
     }

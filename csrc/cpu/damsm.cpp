@@ -235,7 +235,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cpu(
       scalar_t* sp = s.mutable_data_ptr<scalar_t>();
       scalar_t* bp = beta.mutable_data_ptr<scalar_t>();
       const scalar_t g1 = static_cast<scalar_t>(gamma1_d);
-      at::parallel_for(0, mc * B, 1, [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, mc * B, 1, [=](int64_t q0, int64_t q1) {
         std::vector<scalar_t> zbuf(static_cast<size_t>(N * p.T)), col(static_cast<size_t>(2 * p.T));
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t j = q / B, i = q % B;
@@ -251,7 +251,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cpu(
       const scalar_t* ep = p.erows.const_data_ptr<scalar_t>();
       scalar_t* rp = scores.mutable_data_ptr<scalar_t>() + j0 * B;
       const scalar_t g2 = static_cast<scalar_t>(gamma2_d);
-      at::parallel_for(0, mc * B, 4, [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, mc * B, 4, [=](int64_t q0, int64_t q1) {
         std::vector<scalar_t> work(static_cast<size_t>(6 * p.T));
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t j = q / B, i = q % B;
@@ -304,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cpu(const at::Tensor& grad_sco
       scalar_t* k2p = k2.mutable_data_ptr<scalar_t>();
       scalar_t* csp = cs.mutable_data_ptr<scalar_t>();
       const scalar_t g2 = static_cast<scalar_t>(gamma2_d);
-      at::parallel_for(0, mc * B, 4, [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, mc * B, 4, [=](int64_t q0, int64_t q1) {
         std::vector<scalar_t> work(static_cast<size_t>(6 * T));
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t j = q / B, i = q % B;
@@ -324,7 +324,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cpu(const at::Tensor& grad_sco
       const scalar_t* k1p = k1.const_data_ptr<scalar_t>();
       const scalar_t* csp = cs.const_data_ptr<scalar_t>();
       const scalar_t g1 = static_cast<scalar_t>(gamma1_d);
-      at::parallel_for(0, mc * B, 1, [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, mc * B, 1, [=](int64_t q0, int64_t q1) {
         std::vector<scalar_t> t(static_cast<size_t>(T));
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t j = q / B, i = q % B;

@@ -65,7 +65,7 @@ acc_t power_or_zero(acc_t s, acc_t e) {  // s^e for s > 0, else 0 (never NaN/inf
 // Partial sums of squares of every (sample, chunk) of one tensor: part[b * chunks + j].
 template <typename scalar_t, typename acc_t>
 void sum_squares(const scalar_t* g, int64_t B, int64_t N, acc_t* part, int64_t chunks) {
-  at::parallel_for(0, B * chunks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, B * chunks, 1, [=](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, j = t % chunks;
       const int64_t begin = j * kChunk, end = std::min(N, begin + kChunk);
@@ -91,7 +91,7 @@ void sum_squares(const scalar_t* g, int64_t B, int64_t N, acc_t* part, int64_t c
 template <typename scalar_t, typename acc_t>
 void scale_samples(const scalar_t* g, scalar_t* out, int64_t B, int64_t N, const acc_t* coef) {
   const int64_t chunks = (N + kChunk - 1) / kChunk;
-  at::parallel_for(0, B * chunks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, B * chunks, 1, [=](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, j = t % chunks;
       const int64_t begin = b * N + j * kChunk, end = b * N + std::min(N, (j + 1) * kChunk);

@@ -234,7 +234,7 @@ template <typename scalar_t, typename acc_t>
 void forward_impl(const Args<scalar_t>& a, const acc_t* words, scalar_t* out, acc_t* lse, scalar_t* attn,
                   int64_t sab, int64_t sat, int64_t san) {
   const int64_t tiles = (a.N + kTile - 1) / kTile, C = a.C, T = a.T;
-  at::parallel_for(0, a.B * tiles, 1, [&](int64_t w0, int64_t w1) {
+  at::parallel_for(0, a.B * tiles, 1, [=](int64_t w0, int64_t w1) {
     std::vector<acc_t> buf(C * kTile), s(T * kTile), bias(T * kTile);
     acc_t m[kTile], l[kTile];
     constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
@@ -293,7 +293,7 @@ void backward_impl(const Args<scalar_t>& a, const acc_t* words, const scalar_t* 
                    const scalar_t* grad_attn, int64_t sab, int64_t sat, int64_t san, scalar_t* grad_q,
                    acc_t* grad_k_part, int64_t chunks) {
   const int64_t tiles = (a.N + kTile - 1) / kTile, C = a.C, T = a.T;
-  at::parallel_for(0, a.B * chunks, 1, [&](int64_t w0, int64_t w1) {
+  at::parallel_for(0, a.B * chunks, 1, [=](int64_t w0, int64_t w1) {
     std::vector<acc_t> qb(C * kTile), gb(C * kTile), p(T * kTile), dp(T * kTile), bias(T * kTile);
     std::vector<typename Vec<acc_t>::type> lanes(C * T);
     acc_t lrow[kTile], delta[kTile];
