@@ -8,6 +8,7 @@ NVCC ?= $(or $(wildcard $(CUDA_HOME)/bin/nvcc),$(wildcard /usr/local/cuda-13.0/b
 CUDA_ARCHS ?= 80 90
 CSRC := $(shell find csrc -type f)
 
+# `make bench`: the op and step benchmark table (python -m benchmarks.run), saved under benchmarks/results.
 .PHONY: install test test-fast demo bench cuda-compile-check gpu-check clean
 
 $(STAMP): requirements-dev.txt pyproject.toml setup.py CMakeLists.txt $(CSRC)
@@ -27,11 +28,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The main job: DF-GAN 64x64 on the synthetic shapes for a few minutes on this device, a PNG
+# sample grid in demo_out/, and the step time of the fused backends against the reference.
 demo: $(STAMP)
-	$(PY) -m benchmarks.run --quick
+	$(PY) -m fastt2i demo --minutes 3 --out demo_out
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run --out benchmarks/results
 
 # Every CUDA source compiles: the kernels (*.cu, no torch headers) with plain nvcc for each
 # architecture; the ATen glue (*_cuda.cpp) against the headers of a CUDA build of torch,
