@@ -6,8 +6,7 @@
 - ``dfgan_d_step``: real, fake and mismatched pairs through NetD/NetC, hinge loss, MA-GP
   (create_graph) and the backward into D's parameters (no optimizer step: it is the same for
   every provider).  ``official`` is an eager transcription of tobran/DF-GAN (nn.LeakyReLU,
-  MA_GP), fp32 NCHW; the fused backends run fastt2i's NetD/NetC (or the same D built from
-  fastt2i.nn blocks when fastt2i.models.dfgan is missing) with the fused leaky ReLU and
+  MA_GP), fp32 NCHW; the fused backends run fastt2i's NetD/NetC with the fused leaky ReLU and
   penalty, fp32 NCHW; ``<backend>+nhwc`` adds channels_last and ``<backend>+bf16`` also runs D
   under bf16 autocast (GALIP's AMP recipe), both labelled apart from the fp32 comparison.
   No ``compile`` provider: double backward under torch.compile is broken upstream.
@@ -20,20 +19,12 @@ from torch import nn
 
 from benchmarks.common import Case, backend_provider, compiled_provider, fused_backends, fwd_bwd
 from fastt2i import ops
-from fastt2i import nn as fnn
 from fastt2i.losses import ma_gradient_penalty
+from fastt2i.models import dfgan_official as official
+from fastt2i.models.dfgan import NetC, NetD
 
 
 # ----------------------------------------------------------------------------- the penalty alone
-
-def official_reduction(grads, k=2.0, p=6.0):
-    """The reduction of tobran/DF-GAN's MA_GP (code/lib/modules.py) on given gradients."""
-    grad0 = grads[0].view(grads[0].size(0), -1)
-    grad1 = grads[1].view(grads[1].size(0), -1)
-    grad = torch.cat((grad0, grad1), dim=1)
-    grad_l2norm = torch.sqrt(torch.sum(grad ** 2, dim=1))
-    return k * torch.mean(grad_l2norm ** p)
-
 
 def _grads(B, H, dtype, device, requires_grad):
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -60,7 +51,7 @@ def penalty_cases(device: str) -> list[Case]:
 
                 reference = make(lambda g: ops.gradient_penalty_reference(g, 2.0, 6.0))
                 providers = {
-                    "official": make(official_reduction),
+                    "official": make(official.ma_gp_reduction),
                     "eager": reference,
                     "compile": compiled_provider(reference),
                 }
@@ -80,97 +71,6 @@ def penalty_cases(device: str) -> list[Case]:
 
 
 # ----------------------------------------------------------------------------- the whole D step
-
-class OfficialDBlock(nn.Module):
-    """tobran/DF-GAN code/models/GAN.py D_Block."""
-
-    def __init__(self, fin, fout, downsample=True):
-        super().__init__()
-        self.downsample = downsample
-        self.learned_shortcut = (fin != fout)
-        self.conv_r = nn.Sequential(
-            nn.Conv2d(fin, fout, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(fout, fout, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
-        self.conv_s = nn.Conv2d(fin, fout, 1, stride=1, padding=0)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        res = self.conv_r(x)
-        if self.learned_shortcut:
-            x = self.conv_s(x)
-        if self.downsample:
-            x = F.avg_pool2d(x, 2)
-        return x + self.gamma * res
-
-
-def d_channels(ndf, imsize):
-    """get_D_in_out_chs: ndf * min(2^i, 8) for i < log2(imsize) - 1, consecutive pairs."""
-    layer_num = imsize.bit_length() - 2
-    nums = [ndf * min(2 ** i, 8) for i in range(layer_num)]
-    return list(zip(nums[:-1], nums[1:]))
-
-
-class OfficialNetD(nn.Module):
-    def __init__(self, ndf, imsize):
-        super().__init__()
-        self.conv_img = nn.Conv2d(3, ndf, 3, 1, 1)
-        self.DBlocks = nn.ModuleList([OfficialDBlock(i, o) for i, o in d_channels(ndf, imsize)])
-
-    def forward(self, x):
-        out = self.conv_img(x)
-        for block in self.DBlocks:
-            out = block(out)
-        return out
-
-
-class OfficialNetC(nn.Module):
-    def __init__(self, ndf, cond_dim=256):
-        super().__init__()
-        self.cond_dim = cond_dim
-        self.joint_conv = nn.Sequential(
-            nn.Conv2d(ndf * 8 + cond_dim, ndf * 2, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),
-        )
-
-    def forward(self, out, y):
-        y = y.view(-1, self.cond_dim, 1, 1)
-        y = y.repeat(1, 1, 4, 4)
-        return self.joint_conv(torch.cat((out, y), 1))
-
-
-def official_ma_gp(img, sent, out):
-    grads = torch.autograd.grad(outputs=out, inputs=(img, sent), grad_outputs=torch.ones(out.size(), device=out.device),
-                                retain_graph=True, create_graph=True, only_inputs=True)
-    return official_reduction(grads)
-
-
-class BlocksNetD(nn.Module):
-    """DF-GAN's NetD from fastt2i.nn blocks (used when fastt2i.models.dfgan is not there)."""
-
-    def __init__(self, ndf, imsize):
-        super().__init__()
-        self.conv_img = nn.Conv2d(3, ndf, 3, 1, 1)
-        self.DBlocks = nn.ModuleList([fnn.DBlock(i, o) for i, o in d_channels(ndf, imsize)])
-
-    def forward(self, x):
-        out = self.conv_img(x)
-        for block in self.DBlocks:
-            out = block(out)
-        return out
-
-
-def fastt2i_d(ndf, imsize):
-    try:
-        from fastt2i.models.dfgan import NetC, NetD
-
-        return NetD(ndf=ndf, imsize=imsize), NetC(ndf=ndf, cond_dim=256)
-    except (ImportError, AttributeError, TypeError):
-        return BlocksNetD(ndf, imsize), fnn.JointConv(ndf, cond_dim=256)
-
 
 def _copy_weights(src: nn.Module, dst: nn.Module) -> None:
     with torch.no_grad():
@@ -211,9 +111,9 @@ def d_step_cases(device: str) -> list[Case]:
     def make(official: bool, channels_last=False, autocast_dtype=None):
         def closure():
             torch.manual_seed(0)
-            netD, netC = fastt2i_d(ndf, imsize)
+            netD, netC = NetD(ndf=ndf, imsize=imsize), NetC(ndf=ndf, cond_dim=256)
             if official:
-                oD, oC = OfficialNetD(ndf, imsize), OfficialNetC(ndf)
+                oD, oC = official.NetD(ndf, imsize), official.NetC(ndf)
                 _copy_weights(netD, oD)
                 _copy_weights(netC, oC)
                 netD, netC = oD, oC
@@ -225,7 +125,7 @@ def d_step_cases(device: str) -> list[Case]:
             sent = torch.randn(B, 256, generator=g).to(device)
             imgs.requires_grad_()
             sent.requires_grad_()
-            penalty = official_ma_gp if official else (lambda i, s, out: ma_gradient_penalty(out, i, s))
+            penalty = official.MA_GP if official else (lambda i, s, out: ma_gradient_penalty(out, i, s))
             return lambda: d_step(netD, netC, imgs, sent, fake, penalty, autocast_dtype)
         return closure
 

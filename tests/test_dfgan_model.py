@@ -19,105 +19,13 @@ from fastt2i.models import (
     g_in_out_channels,
     load_official_state_dict,
 )
+from fastt2i.models import dfgan_official as official
 from fastt2i.text import RNNEncoder
 
 from helpers import assert_rel_close, fused_backends, rel_error
 
 
-# ----------------------------------------------------------------------------- the official modules
-# A plain-PyTorch transcription of tobran/DF-GAN code/models/GAN.py (structure, names and math),
-# used as the ground truth for parameter names and for the forward pass.
-
-class _Affine(nn.Module):
-    def __init__(self, cond_dim, n):
-        super().__init__()
-        mk = lambda: nn.Sequential(OrderedDict([("linear1", nn.Linear(cond_dim, n)), ("relu1", nn.ReLU()),  # noqa: E731
-                                                ("linear2", nn.Linear(n, n))]))
-        self.fc_gamma, self.fc_beta = mk(), mk()
-
-    def forward(self, x, y):
-        return self.fc_gamma(y)[:, :, None, None] * x + self.fc_beta(y)[:, :, None, None]
-
-
-class _DFBLK(nn.Module):
-    def __init__(self, cond_dim, n):
-        super().__init__()
-        self.affine0, self.affine1 = _Affine(cond_dim, n), _Affine(cond_dim, n)
-
-    def forward(self, x, y):
-        return F.leaky_relu(self.affine1(F.leaky_relu(self.affine0(x, y), 0.2), y), 0.2)
-
-
-class _GBlock(nn.Module):
-    def __init__(self, cond_dim, cin, cout):
-        super().__init__()
-        self.learnable_sc = cin != cout
-        self.c1, self.c2 = nn.Conv2d(cin, cout, 3, 1, 1), nn.Conv2d(cout, cout, 3, 1, 1)
-        self.fuse1, self.fuse2 = _DFBLK(cond_dim, cin), _DFBLK(cond_dim, cout)
-        if self.learnable_sc:
-            self.c_sc = nn.Conv2d(cin, cout, 1, 1, 0)
-
-    def forward(self, x, y):
-        x = F.interpolate(x, scale_factor=2)
-        sc = self.c_sc(x) if self.learnable_sc else x
-        return sc + self.c2(self.fuse2(self.c1(self.fuse1(x, y)), y))
-
-
-class _NetG(nn.Module):
-    def __init__(self, ngf, nz, cond_dim, imsize):
-        super().__init__()
-        self.ngf = ngf
-        self.fc = nn.Linear(nz, ngf * 8 * 4 * 4)
-        self.GBlocks = nn.ModuleList([_GBlock(cond_dim + nz, i, o) for i, o in g_in_out_channels(ngf, imsize)])
-        self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(ngf, 3, 3, 1, 1), nn.Tanh())
-
-    def forward(self, noise, c):
-        out = self.fc(noise).view(noise.size(0), 8 * self.ngf, 4, 4)
-        cond = torch.cat((noise, c), 1)
-        for b in self.GBlocks:
-            out = b(out, cond)
-        return self.to_rgb(out)
-
-
-class _DBlock(nn.Module):
-    def __init__(self, fin, fout):
-        super().__init__()
-        self.learned_shortcut = fin != fout
-        self.conv_r = nn.Sequential(nn.Conv2d(fin, fout, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
-                                    nn.Conv2d(fout, fout, 3, 1, 1, bias=False), nn.LeakyReLU(0.2))
-        self.conv_s = nn.Conv2d(fin, fout, 1, 1, 0)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        res = self.conv_r(x)
-        if self.learned_shortcut:
-            x = self.conv_s(x)
-        return F.avg_pool2d(x, 2) + self.gamma * res
-
-
-class _NetD(nn.Module):
-    def __init__(self, ndf, imsize):
-        super().__init__()
-        self.conv_img = nn.Conv2d(3, ndf, 3, 1, 1)
-        self.DBlocks = nn.ModuleList([_DBlock(i, o) for i, o in d_in_out_channels(ndf, imsize)])
-
-    def forward(self, x):
-        out = self.conv_img(x)
-        for b in self.DBlocks:
-            out = b(out)
-        return out
-
-
-class _NetC(nn.Module):
-    def __init__(self, ndf, cond_dim=256):
-        super().__init__()
-        self.cond_dim = cond_dim
-        self.joint_conv = nn.Sequential(nn.Conv2d(ndf * 8 + cond_dim, ndf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2),
-                                        nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False))
-
-    def forward(self, out, y):
-        y = y.view(-1, self.cond_dim, 1, 1).repeat(1, 1, 4, 4)
-        return self.joint_conv(torch.cat((out, y), 1))
+# The official modules: fastt2i.models.dfgan_official, a literal transcription of tobran/DF-GAN.
 
 
 def _randomise(module, seed):
@@ -135,7 +43,8 @@ def _randomise(module, seed):
 
 
 def _official_triplet(cfg):
-    return (_NetG(cfg.ngf, cfg.nz, cfg.cond_dim, cfg.imsize), _NetD(cfg.ndf, cfg.imsize), _NetC(cfg.ndf, cfg.cond_dim))
+    return (official.NetG(cfg.ngf, cfg.nz, cfg.cond_dim, cfg.imsize), official.NetD(cfg.ndf, cfg.imsize),
+            official.NetC(cfg.ndf, cfg.cond_dim))
 
 
 # ----------------------------------------------------------------------------- shapes and schedules

@@ -6,6 +6,7 @@ from torch import nn
 
 from fastt2i import nn as fnn
 from fastt2i import ops
+from fastt2i.models import dfgan_official
 from helpers import TOL, assert_rel_close, backend_device, fused_backends
 
 SHAPES = [(3, 5, 7, 9), (2, 17, 5, 3), (1, 3, 1, 1), (2, 67, 13, 11), (4, 7)]
@@ -120,31 +121,6 @@ def test_higher_orders_stay_fused():
 
 # ----------------------------------------------------------------------------- modules
 
-class OfficialDBlock(nn.Module):
-    """tobran/DF-GAN code/models/GAN.py D_Block, transcribed."""
-
-    def __init__(self, fin, fout, downsample=True):
-        super().__init__()
-        self.downsample = downsample
-        self.learned_shortcut = (fin != fout)
-        self.conv_r = nn.Sequential(
-            nn.Conv2d(fin, fout, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(fout, fout, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
-        self.conv_s = nn.Conv2d(fin, fout, 1, stride=1, padding=0)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        res = self.conv_r(x)
-        if self.learned_shortcut:
-            x = self.conv_s(x)
-        if self.downsample:
-            x = F.avg_pool2d(x, 2)
-        return x + self.gamma * res
-
-
 def randomise(module, seed=0, std=0.3):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -169,7 +145,7 @@ def test_fused_leaky_relu_is_a_drop_in():
 
 def test_dblock_parameters_match_official():
     for fin, fout in [(4, 8), (8, 8)]:
-        ours, official = fnn.DBlock(fin, fout), OfficialDBlock(fin, fout)
+        ours, official = fnn.DBlock(fin, fout), dfgan_official.D_Block(fin, fout)
         assert {k: v.shape for k, v in ours.state_dict().items()} == \
                {k: v.shape for k, v in official.state_dict().items()}
         assert set(ours.state_dict()) == {"conv_r.0.weight", "conv_r.2.weight", "conv_s.weight", "conv_s.bias",
@@ -184,7 +160,7 @@ def test_dblock_parameters_match_official():
 @pytest.mark.parametrize("backend", ops.available_backends())
 @pytest.mark.parametrize("fin, fout", [(4, 8), (6, 6)])
 def test_dblock_matches_official(backend, fin, fout):
-    official = randomise(OfficialDBlock(fin, fout))
+    official = randomise(dfgan_official.D_Block(fin, fout))
     ours = fnn.DBlock(fin, fout)
     ours.load_state_dict(official.state_dict())
     device = backend_device(backend)

@@ -7,6 +7,7 @@ from torch import nn
 import fastt2i.losses as losses
 from fastt2i import nn as fnn
 from fastt2i import ops
+from fastt2i.models import dfgan_official
 from helpers import TOL, assert_rel_close, backend_device, fused_backends
 
 LAYOUTS = ["contiguous", "channels_last", "strided"]
@@ -197,69 +198,15 @@ def test_torch_compile_fullgraph_first_order():
 
 # ----------------------------------------------------------------------------- losses on a small DF-GAN D
 
-class OfficialDBlock(nn.Module):
-    """tobran/DF-GAN code/models/GAN.py D_Block, transcribed."""
-
-    def __init__(self, fin, fout, downsample=True):
-        super().__init__()
-        self.downsample = downsample
-        self.learned_shortcut = (fin != fout)
-        self.conv_r = nn.Sequential(
-            nn.Conv2d(fin, fout, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(fout, fout, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
-        self.conv_s = nn.Conv2d(fin, fout, 1, stride=1, padding=0)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        res = self.conv_r(x)
-        if self.learned_shortcut:
-            x = self.conv_s(x)
-        if self.downsample:
-            x = torch.nn.functional.avg_pool2d(x, 2)
-        return x + self.gamma * res
-
-
-class OfficialNetC(nn.Module):
-    def __init__(self, ndf, cond_dim=256):
-        super().__init__()
-        self.cond_dim = cond_dim
-        self.joint_conv = nn.Sequential(
-            nn.Conv2d(ndf * 8 + cond_dim, ndf * 2, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),
-        )
-
-    def forward(self, out, y):
-        y = y.view(-1, self.cond_dim, 1, 1)
-        y = y.repeat(1, 1, 4, 4)
-        h_c_code = torch.cat((out, y), 1)
-        return self.joint_conv(h_c_code)
-
-
-def official_ma_gp(img, sent, out):
-    """tobran/DF-GAN code/lib/modules.py MA_GP, transcribed (``.cuda()`` -> the output's device)."""
-    grads = torch.autograd.grad(outputs=out, inputs=(img, sent), grad_outputs=torch.ones(out.size()).to(out.device),
-                                retain_graph=True, create_graph=True, only_inputs=True)
-    grad0 = grads[0].view(grads[0].size(0), -1)
-    grad1 = grads[1].view(grads[1].size(0), -1)
-    grad = torch.cat((grad0, grad1), dim=1)
-    grad_l2norm = torch.sqrt(torch.sum(grad ** 2, dim=1))
-    d_loss_gp = 2.0 * torch.mean((grad_l2norm) ** 6)
-    return d_loss_gp
-
-
 NDF, COND = 4, 6
 
 
 def small_d(official: bool, seed=0):
     """NetD(ndf=4, imsize=32) + NetC(ndf=4, cond_dim=6): conv_img, D blocks 32 -> 16 -> 8 -> 4."""
-    block = OfficialDBlock if official else fnn.DBlock
+    block = dfgan_official.D_Block if official else fnn.DBlock
     netd = nn.Sequential(nn.Conv2d(3, NDF, 3, 1, 1), block(NDF, 2 * NDF), block(2 * NDF, 4 * NDF),
                          block(4 * NDF, 8 * NDF))
-    netc = OfficialNetC(NDF, COND) if official else fnn.JointConv(NDF, COND)
+    netc = dfgan_official.NetC(NDF, COND) if official else fnn.JointConv(NDF, COND)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in list(netd.parameters()) + list(netc.parameters()):  # gamma != 0: the residuals matter
@@ -289,7 +236,7 @@ def test_small_d_keys_match_official():
 def test_ma_gp_matches_official(backend):
     g = torch.Generator().manual_seed(1)
     img, sent = torch.randn(3, 3, 32, 32, generator=g), torch.randn(3, COND, generator=g)
-    want_loss, want_grads = ma_gp_step(*small_d(True), img, sent, official_ma_gp)
+    want_loss, want_grads = ma_gp_step(*small_d(True), img, sent, dfgan_official.MA_GP)
     netd, netc = small_d(False)
     device = backend_device(backend)
     netd, netc, img, sent = netd.to(device), netc.to(device), img.to(device), sent.to(device)
