@@ -20,7 +20,7 @@ from torch import nn
 from benchmarks.common import Case, backend_provider, compiled_provider, fused_backends, fwd_bwd
 from fastt2i import ops
 from fastt2i.losses import ma_gradient_penalty
-from fastt2i.models import dfgan_official as official
+from fastt2i.models import dfgan_official
 from fastt2i.models.dfgan import NetC, NetD
 
 
@@ -51,7 +51,7 @@ def penalty_cases(device: str) -> list[Case]:
 
                 reference = make(lambda g: ops.gradient_penalty_reference(g, 2.0, 6.0))
                 providers = {
-                    "official": make(official.ma_gp_reduction),
+                    "official": make(dfgan_official.ma_gp_reduction),
                     "eager": reference,
                     "compile": compiled_provider(reference),
                 }
@@ -113,7 +113,7 @@ def d_step_cases(device: str) -> list[Case]:
             torch.manual_seed(0)
             netD, netC = NetD(ndf=ndf, imsize=imsize), NetC(ndf=ndf, cond_dim=256)
             if official:
-                oD, oC = official.NetD(ndf, imsize), official.NetC(ndf)
+                oD, oC = dfgan_official.NetD(ndf, imsize), dfgan_official.NetC(ndf)
                 _copy_weights(netD, oD)
                 _copy_weights(netC, oC)
                 netD, netC = oD, oC
@@ -125,7 +125,7 @@ def d_step_cases(device: str) -> list[Case]:
             sent = torch.randn(B, 256, generator=g).to(device)
             imgs.requires_grad_()
             sent.requires_grad_()
-            penalty = official.MA_GP if official else (lambda i, s, out: ma_gradient_penalty(out, i, s))
+            penalty = dfgan_official.MA_GP if official else (lambda i, s, out: ma_gradient_penalty(out, i, s))
             return lambda: d_step(netD, netC, imgs, sent, fake, penalty, autocast_dtype)
         return closure
 

@@ -52,6 +52,9 @@ def backend_provider(backend: str, make_closure: Callable[[], Callable[[], Any]]
 def compiled_provider(make_closure: Callable[[], Callable[[], Any]], **compile_kwargs) -> Setup:
     """torch.compile of the reference closure (the runner warms it up before timing)."""
     def setup():
+        # Every case compiles a closure of the same code object: without a reset, dynamo's
+        # recompile limit is reached after a few cases and the rest silently run eagerly.
+        torch._dynamo.reset()
         fn = make_closure()
         compiled = torch.compile(fn, **compile_kwargs)
         return compiled

@@ -1,8 +1,18 @@
 // Helpers shared by the ATen glue of every op (CPU and CUDA registration files).
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+
+// The four floating dtypes every fused op accepts (AT_DISPATCH_FLOATING_TYPES_AND2 without the
+// reduced-precision mixing): one switch, shared by the CPU kernel files.
+#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
+                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
+                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
+                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 namespace fastt2i {
 

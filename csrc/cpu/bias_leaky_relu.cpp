@@ -6,7 +6,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <c10/util/Optional.h>
@@ -14,24 +13,13 @@
 
 #include <algorithm>
 
+#include "../bias_leaky_relu_host.h"
 #include "../common.h"
 
 namespace fastt2i {
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per parallel task
-
-#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
-                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
-                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
-                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
-// Dense layouts are walked as flat memory: elementwise ops do not care about the order.
-at::Tensor dense_or_contiguous(const at::Tensor& t) {
-  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
-}
 
 // v * (v > 0 ? 1 : slope) equals (v > 0 ? v : v * slope) exactly, but selects between two constants
 // and multiplies unconditionally: the compiler vectorises it (a branch on the sign of random data
@@ -95,21 +83,8 @@ void backward_flat(const scalar_t* __restrict__ g, const scalar_t* __restrict__ 
 at::Tensor bias_leaky_relu_fwd_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& bias_in,
                                    double slope) {
   check_float(x_in, "x");
-  const bool has_bias = bias_in.has_value() && bias_in->defined();
-  at::Tensor x, bias;
-  if (has_bias) {
-    TORCH_CHECK(x_in.dim() >= 2, "x: expected (B, C, ...) with a bias, got ", x_in.sizes());
-    TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == x_in.size(1), "bias: expected (", x_in.size(1),
-                ",), got ", bias_in->sizes());
-    const auto acc = accumulate_type(x_in.scalar_type());
-    TORCH_CHECK(bias_in->scalar_type() == acc, "bias: expected ", acc, " for x of ", x_in.scalar_type(), ", got ",
-                bias_in->scalar_type());
-    x = x_in.contiguous(kernel_format(x_in));
-    bias = bias_in->contiguous();
-  } else {
-    x = dense_or_contiguous(x_in);
-  }
-  auto y = at::empty_like(x);
+  const auto f = blr_forward_setup(x_in, bias_in);
+  const auto &x = f.x, &y = f.y;
   const int64_t n = x.numel();
   if (n == 0) return y;
   FASTT2I_DISPATCH_FLOATS(x.scalar_type(), "bias_leaky_relu_fwd_cpu", [&] {
@@ -117,40 +92,32 @@ at::Tensor bias_leaky_relu_fwd_cpu(const at::Tensor& x_in, const c10::optional<a
     const auto s = static_cast<acc_t>(slope);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    if (!has_bias) {
+    if (!f.has_bias) {
       forward_flat<scalar_t, acc_t>(xp, yp, n, s);
     } else {
-      const int64_t B = x.size(0), C = x.size(1);
-      const int64_t S = n / (B * C);
+      const int64_t B = x.size(0), C = f.C, S = f.S;
+      const acc_t* bp = f.bias.const_data_ptr<acc_t>();
       // (B, C) inputs (S = 1) are "positions" of C contiguous channels, like NHWC
-      if (kernel_format(x) == at::MemoryFormat::ChannelsLast || S == 1)
-        forward_positions<scalar_t, acc_t>(xp, yp, bias.const_data_ptr<acc_t>(), n / C, C, s);
+      if (f.channels_last || S == 1)
+        forward_positions<scalar_t, acc_t>(xp, yp, bp, n / C, C, s);
       else
-        forward_rows<scalar_t, acc_t>(xp, yp, bias.const_data_ptr<acc_t>(), B * C, C, S, s);
+        forward_rows<scalar_t, acc_t>(xp, yp, bp, B * C, C, S, s);
     }
   });
   return y;
 }
 
 at::Tensor bias_leaky_relu_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& y_in, double slope) {
-  check_float(y_in, "y");
-  TORCH_CHECK(grad_in.sizes() == y_in.sizes(), "grad: expected shape ", y_in.sizes(), ", got ", grad_in.sizes());
-  const auto y = dense_or_contiguous(y_in);
-  auto out = at::empty_like(y);
-  // grad must be walked in y's memory order
-  at::Tensor grad = grad_in;
-  if (grad.strides() != y.strides() || grad.scalar_type() != y.scalar_type()) {
-    grad = at::empty_like(y);
-    grad.copy_(grad_in);
-  }
-  const int64_t n = y.numel();
-  if (n == 0) return out;
-  FASTT2I_DISPATCH_FLOATS(y.scalar_type(), "bias_leaky_relu_bwd_cpu", [&] {
+  blr_check_backward(grad_in, y_in);
+  const auto b = blr_backward_setup(grad_in, y_in);
+  const int64_t n = b.y.numel();
+  if (n == 0) return b.out;
+  FASTT2I_DISPATCH_FLOATS(b.y.scalar_type(), "bias_leaky_relu_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_flat<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                   out.mutable_data_ptr<scalar_t>(), n, static_cast<acc_t>(slope));
+    backward_flat<scalar_t, acc_t>(b.grad.const_data_ptr<scalar_t>(), b.y.const_data_ptr<scalar_t>(),
+                                   b.out.mutable_data_ptr<scalar_t>(), n, static_cast<acc_t>(slope));
   });
-  return out;
+  return b.out;
 }
 
 }  // namespace

@@ -15,11 +15,12 @@
 #include <vector>
 
 #include "../common.h"
+#include "../df_affine_host.h"
 
 namespace fastt2i {
 namespace {
 
-constexpr int64_t kMaxLayers = 8;
+constexpr int64_t kMaxLayers = kDfAffineMaxLayers;
 constexpr int64_t LANES = 64;        // elements per inner chunk (vectorised loops)
 constexpr int64_t kPositionChunk = 512;  // channels_last backward: positions per partial sum
 
@@ -200,33 +201,14 @@ void backward_positions(const scalar_t* dy, const scalar_t* x, const acc_t* g, c
       }
 }
 
-void check_inputs(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta) {
-  check_float(x, "x");
-  TORCH_CHECK(x.dim() == 4, "x: expected (B, C, H, W), got ", x.sizes());
-  TORCH_CHECK(gamma.dim() == 3 && gamma.size(0) >= 1 && gamma.size(0) <= kMaxLayers &&
-                  gamma.size(1) == x.size(0) && gamma.size(2) == x.size(1),
-              "gamma: expected (K <= ", kMaxLayers, ", B, C), got ", gamma.sizes());
-  TORCH_CHECK(beta.sizes() == gamma.sizes(), "beta: expected ", gamma.sizes(), ", got ", beta.sizes());
-  const auto acc = accumulate_type(x.scalar_type());
-  TORCH_CHECK(gamma.scalar_type() == acc && beta.scalar_type() == acc,
-              "gamma/beta: expected ", acc, " for x of ", x.scalar_type());
-}
-
-#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
-                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
-                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
-                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
 at::Tensor df_affine_fwd_cpu(const at::Tensor& x_in, const at::Tensor& gamma_in, const at::Tensor& beta_in,
                              double slope) {
-  check_inputs(x_in, gamma_in, beta_in);
-  const auto fmt = kernel_format(x_in);
-  const auto x = x_in.contiguous(fmt);
-  const auto gamma = gamma_in.contiguous(), beta = beta_in.contiguous();
+  df_affine_check_inputs(x_in, gamma_in, beta_in);
+  const auto in = df_affine_layout(x_in, gamma_in, beta_in);
+  const auto fmt = in.fmt;
+  const auto &x = in.x, &gamma = in.gamma, &beta = in.beta;
   auto y = at::empty_like(x, x.options(), fmt);
-  const int64_t K = gamma.size(0), B = x.size(0), C = x.size(1), S = x.size(2) * x.size(3);
+  const int64_t K = in.K, B = in.B, C = in.C, S = in.S;
   FASTT2I_DISPATCH_FLOATS(x.scalar_type(), "df_affine_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (fmt == at::MemoryFormat::ChannelsLast)
@@ -244,17 +226,15 @@ at::Tensor df_affine_fwd_cpu(const at::Tensor& x_in, const at::Tensor& gamma_in,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> df_affine_bwd_cpu(const at::Tensor& dy_in, const at::Tensor& x_in,
                                                                  const at::Tensor& gamma_in,
                                                                  const at::Tensor& beta_in, double slope) {
-  check_inputs(x_in, gamma_in, beta_in);
-  TORCH_CHECK(dy_in.sizes() == x_in.sizes() && dy_in.scalar_type() == x_in.scalar_type(),
-              "grad_out: expected ", x_in.sizes(), " ", x_in.scalar_type(), ", got ", dy_in.sizes(), " ",
-              dy_in.scalar_type());
-  const auto fmt = kernel_format(x_in);
-  const auto x = x_in.contiguous(fmt), dy = dy_in.contiguous(fmt);
-  const auto gamma = gamma_in.contiguous(), beta = beta_in.contiguous();
+  df_affine_check_inputs(x_in, gamma_in, beta_in);
+  df_affine_check_grad(dy_in, x_in);
+  const auto in = df_affine_layout(x_in, gamma_in, beta_in, dy_in);
+  const auto fmt = in.fmt;
+  const auto &x = in.x, &dy = in.dy, &gamma = in.gamma, &beta = in.beta;
   auto dx = at::empty_like(x, x.options(), fmt);
   auto dg = at::empty(gamma.sizes(), gamma.options());
   auto db = at::empty(beta.sizes(), beta.options());
-  const int64_t K = gamma.size(0), B = x.size(0), C = x.size(1), S = x.size(2) * x.size(3);
+  const int64_t K = in.K, B = in.B, C = in.C, S = in.S;
   FASTT2I_DISPATCH_FLOATS(x.scalar_type(), "df_affine_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (fmt == at::MemoryFormat::ChannelsLast)

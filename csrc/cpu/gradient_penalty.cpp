@@ -16,45 +16,17 @@
 #include <vector>
 
 #include "../common.h"
+#include "../gradient_penalty_host.h"
 
 namespace fastt2i {
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements of one sample per partial sum
 
-#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
-                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
-                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
-                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
-// The samples of t are consecutive dense spans: batch-major and non-overlapping-dense.
-bool batch_major(const at::Tensor& t) {
-  const int64_t B = t.size(0);
-  return t.is_non_overlapping_and_dense() && (B <= 1 || t.numel() == 0 || t.stride(0) * B == t.numel());
-}
-
 std::vector<at::Tensor> checked_inputs(at::TensorList grads_in) {
-  TORCH_CHECK(!grads_in.empty(), "grads: expected at least one tensor");
-  const int64_t B = grads_in[0].dim() > 0 ? grads_in[0].size(0) : -1;
-  TORCH_CHECK(B >= 1, "grads[0]: expected a batch size >= 1 at dim 0, got ", grads_in[0].sizes());
-  std::vector<at::Tensor> grads;
-  grads.reserve(grads_in.size());
-  for (size_t i = 0; i < grads_in.size(); ++i) {
-    const auto& g = grads_in[i];
-    check_float(g, "grads[i]");
-    TORCH_CHECK(g.dim() >= 1 && g.size(0) == B, "grads[", i, "]: expected batch size ", B, ", got ", g.sizes());
+  return gp_checked_inputs(grads_in, /*device_first=*/false, [&](const at::Tensor& g, size_t i) {
     TORCH_CHECK(g.device() == grads_in[0].device(), "grads[", i, "]: expected device ", grads_in[0].device());
-    grads.push_back(batch_major(g) ? g : g.contiguous());
-  }
-  return grads;
-}
-
-at::ScalarType acc_type_of(const std::vector<at::Tensor>& grads) {
-  for (const auto& g : grads)
-    if (g.scalar_type() == at::kDouble) return at::kDouble;
-  return at::kFloat;
+  });
 }
 
 template <typename acc_t>
@@ -106,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cpu(at::TensorList grads
   TORCH_CHECK(p > 0, "p: expected > 0, got ", p);
   const auto grads = checked_inputs(grads_in);
   const int64_t B = grads[0].size(0);
-  const auto acc = acc_type_of(grads);
+  const auto acc = gp_acc_type(grads);
   auto opts = grads[0].options().dtype(acc);
   auto sumsq = at::empty({B}, opts);
   auto loss = at::empty({}, opts);
@@ -140,7 +112,7 @@ std::vector<at::Tensor> gradient_penalty_bwd_cpu(const at::Tensor& grad_loss, at
                                                  const at::Tensor& sumsq_in, double k, double p, double scale) {
   const auto grads = checked_inputs(grads_in);
   const int64_t B = grads[0].size(0);
-  const auto acc = acc_type_of(grads);
+  const auto acc = gp_acc_type(grads);
   TORCH_CHECK(sumsq_in.dim() == 1 && sumsq_in.size(0) == B && sumsq_in.scalar_type() == acc,
               "sumsq: expected (", B, ",) of ", acc, ", got ", sumsq_in.sizes(), " ", sumsq_in.scalar_type());
   TORCH_CHECK(grad_loss.numel() == 1, "grad_loss: expected one element, got ", grad_loss.sizes());

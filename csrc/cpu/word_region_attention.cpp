@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "../word_region_attention_host.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 // Without AVX-512 GCC notes that 64-byte vector returns change the ABI: they only pass between
@@ -33,7 +34,6 @@
 namespace fastt2i {
 namespace {
 
-constexpr int64_t kMaxWords = 64;
 constexpr int64_t kTile = 64;         // regions per tile (the vectorised dimension)
 constexpr int64_t kChunkTiles = 8;    // backward: tiles per partial sum of dwords (fixed: thread-count independent)
 
@@ -341,39 +341,6 @@ void backward_impl(const Args<scalar_t>& a, const acc_t* words, const scalar_t* 
   });
 }
 
-#define FASTT2I_DISPATCH_FLOATS(TYPE, NAME, ...)                                          \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                                           \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                             \
-                         AT_DISPATCH_CASE(at::kDouble, __VA_ARGS__)                        \
-                             AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)                      \
-                                 AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
-void check_inputs(const at::Tensor& regions, const at::Tensor& words, const std::optional<at::Tensor>& mask) {
-  check_float(regions, "regions");
-  TORCH_CHECK(regions.dim() == 4, "regions: expected (B, C, H, W), got ", regions.sizes());
-  TORCH_CHECK(words.dim() == 3 && words.size(0) == regions.size(0) && words.size(1) == regions.size(1),
-              "words: expected (B, C, T) matching regions ", regions.sizes(), ", got ", words.sizes());
-  TORCH_CHECK(words.scalar_type() == regions.scalar_type(), "words: expected ", regions.scalar_type(), ", got ",
-              words.scalar_type());
-  TORCH_CHECK(words.size(2) >= 1 && words.size(2) <= kMaxWords, "words: expected 1 <= T <= ", kMaxWords,
-              ", got ", words.size(2));
-  if (mask.has_value()) {
-    const auto& m = *mask;
-    const int64_t B = regions.size(0), N = regions.size(2) * regions.size(3), T = words.size(2);
-    TORCH_CHECK(m.scalar_type() == at::kBool, "mask: expected bool, got ", m.scalar_type());
-    TORCH_CHECK((m.dim() == 2 && m.size(0) == B && m.size(1) == T) ||
-                    (m.dim() == 3 && m.size(0) == B && m.size(1) == N && m.size(2) == T),
-                "mask: expected (B, T) or (B, N, T), got ", m.sizes());
-  }
-}
-
-// (b, t, n) strides of a dense (B, T, H, W) attention laid out like regions.
-std::array<int64_t, 3> attention_strides(const at::Tensor& regions, int64_t T) {
-  const int64_t N = regions.size(2) * regions.size(3);
-  if (kernel_format(regions) == at::MemoryFormat::ChannelsLast) return {T * N, 1, T};
-  return {T * N, N, 1};
-}
-
 template <typename scalar_t>
 Args<scalar_t> make_args(const at::Tensor& regions, const at::Tensor& words, const std::optional<at::Tensor>& mask) {
   Args<scalar_t> a{};
@@ -399,75 +366,42 @@ Args<scalar_t> make_args(const at::Tensor& regions, const at::Tensor& words, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor> word_region_attention_fwd_cpu(
     const at::Tensor& regions_in, const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in,
     bool return_attention) {
-  check_inputs(regions_in, words_in, mask_in);
-  const auto fmt = kernel_format(regions_in);
-  const auto regions = regions_in.contiguous(fmt);
-  const auto acc = accumulate_type(regions.scalar_type());
-  const auto words = words_in.to(acc).contiguous();
-  std::optional<at::Tensor> mask;
-  if (mask_in.has_value()) mask = mask_in->contiguous();
-  const int64_t B = regions.size(0), H = regions.size(2), W = regions.size(3), T = words.size(2);
-  auto context = at::empty_like(regions, regions.options(), fmt);
-  auto lse = at::empty({B, H * W}, regions.options().dtype(acc));
-  auto attention = return_attention ? at::empty({B, T, H, W}, regions.options().memory_format(fmt))
-                                    : at::empty({0}, regions.options());
-  const auto as = attention_strides(regions, T);
-  FASTT2I_DISPATCH_FLOATS(regions.scalar_type(), "word_region_attention_fwd_cpu", [&] {
+  wra_check_inputs(regions_in, words_in, mask_in);
+  auto f = wra_forward_setup(regions_in, words_in, mask_in, return_attention);
+  const auto& o = f.in;
+  FASTT2I_DISPATCH_FLOATS(o.regions.scalar_type(), "word_region_attention_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto a = make_args<scalar_t>(regions, words, mask);
-    forward_impl<scalar_t, acc_t>(a, words.const_data_ptr<acc_t>(), context.mutable_data_ptr<scalar_t>(),
-                                  lse.mutable_data_ptr<acc_t>(),
-                                  return_attention ? attention.mutable_data_ptr<scalar_t>() : nullptr, as[0],
-                                  as[1], as[2]);
+    const auto a = make_args<scalar_t>(o.regions, o.words, o.mask);
+    forward_impl<scalar_t, acc_t>(a, o.words.const_data_ptr<acc_t>(), f.context.mutable_data_ptr<scalar_t>(),
+                                  f.lse.mutable_data_ptr<acc_t>(),
+                                  return_attention ? f.attention.mutable_data_ptr<scalar_t>() : nullptr, o.as[0],
+                                  o.as[1], o.as[2]);
   });
-  return {context, lse, attention};
+  return {f.context, f.lse, f.attention};
 }
 
 std::tuple<at::Tensor, at::Tensor> word_region_attention_bwd_cpu(
     const at::Tensor& grad_context_in, const std::optional<at::Tensor>& grad_attention_in,
     const at::Tensor& regions_in, const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in,
     const at::Tensor& lse_in) {
-  check_inputs(regions_in, words_in, mask_in);
-  const auto fmt = kernel_format(regions_in);
-  const auto regions = regions_in.contiguous(fmt);
-  TORCH_CHECK(grad_context_in.sizes() == regions.sizes() && grad_context_in.scalar_type() == regions.scalar_type(),
-              "grad_context: expected ", regions.sizes(), " ", regions.scalar_type(), ", got ",
-              grad_context_in.sizes(), " ", grad_context_in.scalar_type());
-  // The kernels read grad_context with regions' strides.
-  const auto grad_context = grad_context_in.contiguous(fmt);
-  const auto acc = accumulate_type(regions.scalar_type());
-  const auto words = words_in.to(acc).contiguous();
-  const int64_t B = regions.size(0), C = regions.size(1), H = regions.size(2), W = regions.size(3),
-                T = words.size(2), N = H * W;
-  TORCH_CHECK(lse_in.dim() == 2 && lse_in.size(0) == B && lse_in.size(1) == N && lse_in.scalar_type() == acc,
-              "lse: expected (", B, ", ", N, ") ", acc, ", got ", lse_in.sizes(), " ", lse_in.scalar_type());
-  const auto lse = lse_in.contiguous();
-  std::optional<at::Tensor> mask;
-  if (mask_in.has_value()) mask = mask_in->contiguous();
-  at::Tensor grad_attention;
-  if (grad_attention_in.has_value()) {
-    TORCH_CHECK(grad_attention_in->dim() == 4 && grad_attention_in->size(0) == B && grad_attention_in->size(1) == T &&
-                    grad_attention_in->size(2) == H && grad_attention_in->size(3) == W,
-                "grad_attention: expected (", B, ", ", T, ", ", H, ", ", W, "), got ", grad_attention_in->sizes());
-    grad_attention = grad_attention_in->to(regions.scalar_type()).contiguous(fmt);
-  }
-  const int64_t tiles = (N + kTile - 1) / kTile, chunks = (tiles + kChunkTiles - 1) / kChunkTiles;
-  auto grad_regions = at::empty_like(regions, regions.options(), fmt);
-  auto part = at::empty({B, chunks, C, T}, regions.options().dtype(acc));
-  const auto as = attention_strides(regions, T);
-  FASTT2I_DISPATCH_FLOATS(regions.scalar_type(), "word_region_attention_bwd_cpu", [&] {
+  wra_check_inputs(regions_in, words_in, mask_in);
+  auto b = wra_backward_setup(grad_context_in, grad_attention_in, regions_in, words_in, mask_in, lse_in);
+  const auto& o = b.in;
+  const int64_t tiles = (o.N + kTile - 1) / kTile, chunks = (tiles + kChunkTiles - 1) / kChunkTiles;
+  auto part = at::empty({o.B, chunks, o.C, o.T}, o.regions.options().dtype(o.acc));
+  FASTT2I_DISPATCH_FLOATS(o.regions.scalar_type(), "word_region_attention_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto a = make_args<scalar_t>(regions, words, mask);
-    const bool has_ga = grad_attention.defined();
-    backward_impl<scalar_t, acc_t>(a, words.const_data_ptr<acc_t>(), grad_context.const_data_ptr<scalar_t>(),
-                                   lse.const_data_ptr<acc_t>(),
-                                   has_ga ? grad_attention.const_data_ptr<scalar_t>() : nullptr, as[0], as[1],
-                                   as[2], grad_regions.mutable_data_ptr<scalar_t>(),
+    const auto a = make_args<scalar_t>(o.regions, o.words, o.mask);
+    const bool has_ga = b.grad_attention.defined();
+    backward_impl<scalar_t, acc_t>(a, o.words.const_data_ptr<acc_t>(), b.grad_context.const_data_ptr<scalar_t>(),
+                                   b.lse.const_data_ptr<acc_t>(),
+                                   has_ga ? b.grad_attention.const_data_ptr<scalar_t>() : nullptr, o.as[0], o.as[1],
+                                   o.as[2], b.grad_regions.mutable_data_ptr<scalar_t>(),
                                    part.mutable_data_ptr<acc_t>(), chunks);
   });
   // The few chunk partials summed in a fixed order: deterministic for any thread count.
-  auto grad_words = at::sum(part, 1).to(regions.scalar_type());
-  return {grad_regions, grad_words};
+  auto grad_words = at::sum(part, 1).to(o.regions.scalar_type());
+  return {b.grad_regions, grad_words};
 }
 
 }  // namespace

@@ -6,33 +6,24 @@
 #include <torch/library.h>
 
 #include "../common.h"
+#include "../df_affine_host.h"
 #include "cuda_glue.h"
 
 namespace fastt2i {
 namespace {
 
-constexpr int64_t kMaxLayers = 8;
-
-void check_inputs(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta) {
+void check_device(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta) {
   TORCH_CHECK(x.is_cuda() && gamma.is_cuda() && beta.is_cuda(), "df_affine (cuda): expected CUDA tensors");
-  check_float(x, "x");
-  TORCH_CHECK(x.dim() == 4, "x: expected (B, C, H, W), got ", x.sizes());
-  TORCH_CHECK(gamma.dim() == 3 && gamma.size(0) >= 1 && gamma.size(0) <= kMaxLayers &&
-                  gamma.size(1) == x.size(0) && gamma.size(2) == x.size(1),
-              "gamma: expected (K <= ", kMaxLayers, ", B, C), got ", gamma.sizes());
-  TORCH_CHECK(beta.sizes() == gamma.sizes(), "beta: expected ", gamma.sizes(), ", got ", beta.sizes());
-  const auto acc = accumulate_type(x.scalar_type());
-  TORCH_CHECK(gamma.scalar_type() == acc && beta.scalar_type() == acc,
-              "gamma/beta: expected ", acc, " for x of ", x.scalar_type());
 }
 
 at::Tensor df_affine_fwd_cuda(const at::Tensor& x_in, const at::Tensor& gamma_in, const at::Tensor& beta_in,
                               double slope) {
-  check_inputs(x_in, gamma_in, beta_in);
+  check_device(x_in, gamma_in, beta_in);
+  df_affine_check_inputs(x_in, gamma_in, beta_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const auto fmt = kernel_format(x_in);
-  const auto x = x_in.contiguous(fmt);
-  const auto gamma = gamma_in.contiguous(), beta = beta_in.contiguous();
+  const auto in = df_affine_layout(x_in, gamma_in, beta_in);
+  const auto fmt = in.fmt;
+  const auto &x = in.x, &gamma = in.gamma, &beta = in.beta;
   auto y = at::empty_like(x, x.options(), fmt);
   cuda::check_launch(
       cuda::df_affine_forward(cuda::dtype_of(x), x.const_data_ptr(), y.mutable_data_ptr(), gamma.const_data_ptr(),
@@ -46,16 +37,15 @@ at::Tensor df_affine_fwd_cuda(const at::Tensor& x_in, const at::Tensor& gamma_in
 std::tuple<at::Tensor, at::Tensor, at::Tensor> df_affine_bwd_cuda(const at::Tensor& dy_in, const at::Tensor& x_in,
                                                                   const at::Tensor& gamma_in,
                                                                   const at::Tensor& beta_in, double slope) {
-  check_inputs(x_in, gamma_in, beta_in);
-  TORCH_CHECK(dy_in.sizes() == x_in.sizes() && dy_in.scalar_type() == x_in.scalar_type(),
-              "grad_out: expected ", x_in.sizes(), " ", x_in.scalar_type(), ", got ", dy_in.sizes(), " ",
-              dy_in.scalar_type());
+  check_device(x_in, gamma_in, beta_in);
+  df_affine_check_inputs(x_in, gamma_in, beta_in);
+  df_affine_check_grad(dy_in, x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const auto fmt = kernel_format(x_in);
-  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  const auto x = x_in.contiguous(fmt), dy = dy_in.contiguous(fmt);
-  const auto gamma = gamma_in.contiguous(), beta = beta_in.contiguous();
-  const int64_t K = gamma.size(0), B = x.size(0), C = x.size(1), S = x.size(2) * x.size(3);
+  const auto in = df_affine_layout(x_in, gamma_in, beta_in, dy_in);
+  const auto fmt = in.fmt;
+  const bool channels_last = in.channels_last;
+  const auto &x = in.x, &dy = in.dy, &gamma = in.gamma, &beta = in.beta;
+  const int64_t K = in.K, B = in.B, C = in.C, S = in.S;
   const int64_t splits = cuda::df_affine_backward_splits(K, B, C, S, channels_last, cuda::num_sms(x));
   auto dx = at::empty_like(x, x.options(), fmt);
   auto pg = at::empty({splits, K, B, C}, gamma.options());

@@ -9,38 +9,17 @@
 #include <vector>
 
 #include "../common.h"
+#include "../gradient_penalty_host.h"
 #include "cuda_glue.h"
 
 namespace fastt2i {
 namespace {
 
-// The samples of t are consecutive dense spans: batch-major and non-overlapping-dense.
-bool batch_major(const at::Tensor& t) {
-  const int64_t B = t.size(0);
-  return t.is_non_overlapping_and_dense() && (B <= 1 || t.numel() == 0 || t.stride(0) * B == t.numel());
-}
-
 std::vector<at::Tensor> checked_inputs(at::TensorList grads_in) {
-  TORCH_CHECK(!grads_in.empty(), "grads: expected at least one tensor");
-  const int64_t B = grads_in[0].dim() > 0 ? grads_in[0].size(0) : -1;
-  TORCH_CHECK(B >= 1, "grads[0]: expected a batch size >= 1 at dim 0, got ", grads_in[0].sizes());
-  std::vector<at::Tensor> grads;
-  grads.reserve(grads_in.size());
-  for (size_t i = 0; i < grads_in.size(); ++i) {
-    const auto& g = grads_in[i];
+  return gp_checked_inputs(grads_in, /*device_first=*/true, [&](const at::Tensor& g, size_t i) {
     TORCH_CHECK(g.is_cuda() && g.device() == grads_in[0].device(), "grads[", i, "]: expected a CUDA tensor on ",
                 grads_in[0].device());
-    check_float(g, "grads[i]");
-    TORCH_CHECK(g.dim() >= 1 && g.size(0) == B, "grads[", i, "]: expected batch size ", B, ", got ", g.sizes());
-    grads.push_back(batch_major(g) ? g : g.contiguous());
-  }
-  return grads;
-}
-
-at::ScalarType acc_type_of(const std::vector<at::Tensor>& grads) {
-  for (const auto& g : grads)
-    if (g.scalar_type() == at::kDouble) return at::kDouble;
-  return at::kFloat;
+  });
 }
 
 // Groups of at most kGradientPenaltyMaxTensors gradients; columns of the partial sums follow on.
@@ -76,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cuda(at::TensorList grad
   const c10::cuda::CUDAGuard guard(grads[0].device());
   const int64_t B = grads[0].size(0);
   TORCH_CHECK(B <= 65535, "gradient_penalty (cuda): batch size ", B, " > 65535");
-  const auto acc = acc_type_of(grads);
+  const auto acc = gp_acc_type(grads);
   const bool acc_double = acc == at::kDouble;
   auto opts = grads[0].options().dtype(acc);
   int64_t P = 0;
@@ -101,7 +80,7 @@ std::vector<at::Tensor> gradient_penalty_bwd_cuda(const at::Tensor& grad_loss_in
   const c10::cuda::CUDAGuard guard(grads[0].device());
   const int64_t B = grads[0].size(0);
   TORCH_CHECK(B <= 65535, "gradient_penalty (cuda): batch size ", B, " > 65535");
-  const auto acc = acc_type_of(grads);
+  const auto acc = gp_acc_type(grads);
   TORCH_CHECK(sumsq_in.is_cuda() && sumsq_in.dim() == 1 && sumsq_in.size(0) == B && sumsq_in.scalar_type() == acc,
               "sumsq: expected (", B, ",) of ", acc, " on the device, got ", sumsq_in.sizes(), " ",
               sumsq_in.scalar_type());
