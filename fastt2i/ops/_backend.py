@@ -160,6 +160,15 @@ def _device_reasons(backend: str, device: torch.device) -> list[str]:
     return []
 
 
+def _triton_dtype_reasons(args) -> list[str]:
+    """The Triton kernels of every op compute in float32 for float32/float16/bfloat16 inputs."""
+    for arg in args:
+        tensors = arg if isinstance(arg, (list, tuple)) else (arg,)
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tensors):
+            return ["Triton kernels take float32/float16/bfloat16, got float64"]
+    return []
+
+
 @dataclass
 class OpDispatch:
     """Which backends implement one op, and what each of them accepts."""
@@ -175,7 +184,10 @@ class OpDispatch:
             return [f"{self.name} has no {backend} implementation"]
         if backend not in _available:
             return [f"{backend} is not available: {_why_unavailable(backend)}"]
-        return _device_reasons(backend, device) + list(self.supports[backend](*args, **kwargs))
+        why = _device_reasons(backend, device)
+        if backend == "triton":
+            why += _triton_dtype_reasons(args)
+        return why + list(self.supports[backend](*args, **kwargs))
 
     def select(self, device: torch.device, *args, **kwargs) -> str:
         requested = get_backend()

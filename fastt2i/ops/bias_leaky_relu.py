@@ -195,20 +195,11 @@ class _BiasLeakyReLUFunction(torch.autograd.Function):
         return dx, db, None, None
 
 
-def _triton_supports(x, bias):
-    why = []
-    if triton is None:
-        why.append("Triton is not installed")
-    if x.dtype == torch.float64:
-        why.append("Triton kernels take float32/float16/bfloat16, got float64")
-    return why
-
-
 DISPATCH = _backend.OpDispatch("bias_leaky_relu")
 DISPATCH.register("reference")
 DISPATCH.register("cpu")
 DISPATCH.register("cuda")
-DISPATCH.register("triton", _triton_supports)
+DISPATCH.register("triton")
 
 
 def _validate(x, bias, negative_slope) -> float:

@@ -242,20 +242,11 @@ def _compiled_supports(x, gamma, beta):
     return [] if gamma.shape[0] <= MAX_LAYERS else [f"K={gamma.shape[0]} > {MAX_LAYERS} layers"]
 
 
-def _triton_supports(x, gamma, beta):
-    why = _compiled_supports(x, gamma, beta)
-    if triton is None:
-        why.append("Triton is not installed")
-    if x.dtype == torch.float64:
-        why.append("Triton kernels take float32/float16/bfloat16, got float64")
-    return why
-
-
 DISPATCH = _backend.OpDispatch("df_affine")
 DISPATCH.register("reference")
 DISPATCH.register("cpu", _compiled_supports)
 DISPATCH.register("cuda", _compiled_supports)
-DISPATCH.register("triton", _triton_supports)
+DISPATCH.register("triton", _compiled_supports)
 
 
 def _validate(x, gamma, beta, negative_slope) -> float:

@@ -221,20 +221,11 @@ class _GradientPenaltyFunction(torch.autograd.Function):
         return (None, None, None, None, *outs)
 
 
-def _triton_supports(grads):
-    why = []
-    if triton is None:
-        why.append("Triton is not installed")
-    if any(g.dtype == torch.float64 for g in grads):
-        why.append("Triton kernels take float32/float16/bfloat16, got float64")
-    return why
-
-
 DISPATCH = _backend.OpDispatch("gradient_penalty")
 DISPATCH.register("reference")
 DISPATCH.register("cpu")
 DISPATCH.register("cuda")
-DISPATCH.register("triton", _triton_supports)
+DISPATCH.register("triton")
 
 
 def _validate(grads, k, p, scale):

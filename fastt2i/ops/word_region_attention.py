@@ -390,20 +390,11 @@ def _compiled_supports(regions, words, mask):
     return why
 
 
-def _triton_supports(regions, words, mask):
-    why = _compiled_supports(regions, words, mask)
-    if triton is None:
-        why.append("Triton is not installed")
-    if regions.dtype == torch.float64:
-        why.append("Triton kernels take float32/float16/bfloat16, got float64")
-    return why
-
-
 DISPATCH = _backend.OpDispatch("word_region_attention")
 DISPATCH.register("reference")
 DISPATCH.register("cpu", _compiled_supports)
 DISPATCH.register("cuda", _compiled_supports)
-DISPATCH.register("triton", _triton_supports)
+DISPATCH.register("triton", _compiled_supports)
 
 
 def _validate(regions, words, mask, return_attention) -> None:
