@@ -1,5 +1,6 @@
 """DF-GAN training: steps, exact resume, checkpoints, DDP, sampling and the CLI (tiny CPU models)."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -168,13 +169,22 @@ def test_cli_train_and_sample(tmp_path, capsys):
 
 def test_ddp_two_cpu_processes_take_steps(tmp_path):
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    # gloo on the loopback interface: resolving the sandbox's hostname can stall the rendezvous
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path), GLOO_SOCKET_IFNAME="lo")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
            "-m", "fastt2i", "train", "dfgan", "--data", "synthetic:16", "--imsize", "32", "--nf", "4",
            "--batch-size", "2", "--steps", "2", "--out", str(out), "--workers", "0", "--no-progress",
            "--device", "cpu"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # own process group, so a stuck run is killed with its workers and reported with its output
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("the torchrun DDP run did not finish in 240 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     ckpt = load_checkpoint(out / "checkpoint.pt", require_fastt2i=True)
     assert ckpt["fastt2i"]["step"] == 2 and ckpt["fastt2i"]["world_size"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"]["netG"].values())
