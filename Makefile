@@ -7,6 +7,10 @@ STAMP := $(VENV)/.fastt2i-installed
 NVCC ?= $(or $(wildcard $(CUDA_HOME)/bin/nvcc),$(wildcard /usr/local/cuda-13.0/bin/nvcc),$(wildcard /usr/local/cuda/bin/nvcc),nvcc)
 CUDA_ARCHS ?= 80 90
 CSRC := $(shell find csrc -type f)
+# The CUDA kernels are built into the extension only where a GPU is present (the CPU-only
+# machines still compile every CUDA source in `cuda-compile-check`).
+FASTT2I_WITH_CUDA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+export FASTT2I_WITH_CUDA
 
 # `make bench`: the op and step benchmark table (python -m benchmarks.run), saved under benchmarks/results.
 .PHONY: install test test-fast demo bench cuda-compile-check gpu-check clean
@@ -37,20 +41,12 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run --out benchmarks/results
 
 # Every CUDA source compiles: the kernels (*.cu, no torch headers) with plain nvcc for each
-# architecture; the ATen glue (*_cuda.cpp) against the headers of a CUDA build of torch,
-# installed without its dependencies in a side venv (only its headers are used).
-CUDA_TORCH ?= torch==2.14.1
-CUDA_HEADERS_VENV := .venv-cuda-headers
-# (torch without its dependencies cannot be imported: find its headers by path)
-CUDA_TORCH_INC = $(foreach d,$(wildcard $(CUDA_HEADERS_VENV)/lib/python*/site-packages/torch/include),-I$(d) -I$(d)/torch/csrc/api/include)
+# architecture; the ATen glue (*_cuda.cpp) against the headers of the venv's torch, which is
+# a CUDA build (torch 2.14.1 cu13: the only build torchvision imports with here).
+TORCH_INC = $(foreach d,$(wildcard $(VENV)/lib/python*/site-packages/torch/include),-I$(d) -I$(d)/torch/csrc/api/include)
 CUDA_INC := $(dir $(NVCC))../include
 
-$(CUDA_HEADERS_VENV)/.ok:
-	test -x $(CUDA_HEADERS_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_HEADERS_VENV)
-	$(CUDA_HEADERS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps "$(CUDA_TORCH)"
-	touch $@
-
-cuda-compile-check: $(CUDA_HEADERS_VENV)/.ok
+cuda-compile-check: $(STAMP)
 	@set -e; for src in csrc/cuda/*.cu; do \
 	  for arch in $(CUDA_ARCHS); do \
 	    echo "nvcc sm_$$arch $$src"; \
@@ -60,7 +56,7 @@ cuda-compile-check: $(CUDA_HEADERS_VENV)/.ok
 	done
 	@set -e; for src in csrc/cuda/*_cuda.cpp; do \
 	  echo "c++ (CUDA torch headers) $$src"; \
-	  $(CXX) -std=c++20 -O0 -fPIC -D_GLIBCXX_USE_CXX11_ABI=1 -DFASTT2I_WITH_CUDA $(CUDA_TORCH_INC) \
+	  $(CXX) -std=c++20 -O0 -fPIC -D_GLIBCXX_USE_CXX11_ABI=1 -DFASTT2I_WITH_CUDA $(TORCH_INC) \
 	    -I$(CUDA_INC) -c $$src -o /dev/null; \
 	done
 
@@ -73,4 +69,4 @@ gpu-check:
 	$(PYTHON) -m benchmarks.run --out $${OUT:-benchmarks/results} 2>&1 | tee $${OUT:-.}/gpu-bench.log
 
 clean:
-	rm -rf build $(VENV) $(CUDA_HEADERS_VENV) fastt2i/_C*.so *.egg-info
+	rm -rf build $(VENV) fastt2i/_C*.so *.egg-info
