@@ -5,7 +5,10 @@ library, ``fastt2i_cuda_emu::*``, taking CPU tensors (test only).  ``build_progr
 stand-alone program (no torch) of the emulator and the given sources, optionally with sanitizers
 (the planted-bug tests).  Objects are rebuilt only when a source or a header under csrc/ changed.
 
-Run as a script to build the library: ``python tests/cuda_emu/emu_build.py``.
+As a script: ``python tests/cuda_emu/emu_build.py library`` builds the library;
+``python tests/cuda_emu/emu_build.py sanitize asan|tsan`` builds sanitizer_driver.cpp plainly and with
+the sanitizer, runs both and fails on a sanitizer report or on any difference in their output
+(`make cuda-emu-asan`, `make cuda-emu-tsan`).
 """
 from __future__ import annotations
 
@@ -98,6 +101,43 @@ def build_program(name: str, sources: list[Path], sanitizer: str = "plain", opt:
     return _build(f"{name}-{sanitizer}", [*sources, EMU_DIR / "emu.cpp"], flags, [], shared=False)
 
 
+SANITIZER_ENV = {
+    "asan": {"ASAN_OPTIONS": "halt_on_error=1:detect_leaks=1:abort_on_error=0",
+             "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"},
+    "tsan": {"TSAN_OPTIONS": "halt_on_error=1:exitcode=66:second_deadlock_stack=1"},
+}
+
+
+def run_sanitized(sanitizer: str) -> int:
+    """Every launcher under the sanitizer; its output must equal the plain build's."""
+    import time
+    driver = Path(__file__).with_name("sanitizer_driver.cpp")
+    outputs = {}
+    for variant in ("plain", sanitizer):
+        program = build_program("sanitizer_driver", [driver, *kernel_sources()], variant)
+        start = time.monotonic()
+        result = subprocess.run([str(program)], capture_output=True, text=True,
+                                env={**os.environ, **SANITIZER_ENV.get(variant, {})})
+        print(f"{program.name}: exit {result.returncode} in {time.monotonic() - start:.1f} s")
+        if result.returncode != 0 or result.stderr.strip():
+            print(result.stdout + result.stderr)
+            print(f"FAILED: the {variant} emulated kernels reported errors")
+            return 1
+        outputs[variant] = result.stdout
+    if outputs["plain"] != outputs[sanitizer]:
+        import difflib
+        print("".join(difflib.unified_diff(outputs["plain"].splitlines(True), outputs[sanitizer].splitlines(True),
+                                           "plain", sanitizer)))
+        print(f"FAILED: the {sanitizer} build computes different results")
+        return 1
+    print(f"{sanitizer}: every emulated CUDA kernel ran clean ({len(outputs['plain'].splitlines())} outputs agree)")
+    return 0
+
+
 if __name__ == "__main__":
-    print(build_torch_library())
-    sys.exit(0)
+    if len(sys.argv) >= 2 and sys.argv[1] == "sanitize" and len(sys.argv) == 3 and sys.argv[2] in ("asan", "tsan"):
+        sys.exit(run_sanitized(sys.argv[2]))
+    if len(sys.argv) == 2 and sys.argv[1] == "library":
+        print(build_torch_library())
+        sys.exit(0)
+    sys.exit("usage: emu_build.py library | sanitize asan|tsan")

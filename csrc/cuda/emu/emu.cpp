@@ -27,10 +27,12 @@ class Barrier {
     arrived_ = 0;
   }
 
-  void arrive_and_wait(const char* what, const char* kernel) {
+  // on_complete runs in the last arriving thread before any thread leaves the barrier.
+  void arrive_and_wait(const char* what, const char* kernel, const std::function<void()>& on_complete = {}) {
     std::unique_lock<std::mutex> lock(mutex_);
     const uint64_t phase = phase_;
     if (++arrived_ == parties_) {
+      if (on_complete) on_complete();
       complete();
       return;
     }
@@ -153,9 +155,7 @@ void run_launch(dim3 grid, dim3 block, size_t smem, const char* name, const std:
       }
       warp.barrier.leave();
       b.sync.leave();
-      b.block_end.arrive_and_wait("the end of the block", name);
-      if (t == 0) reset_block(b);
-      b.block_end.arrive_and_wait("the start of the next block", name);
+      b.block_end.arrive_and_wait("the end of the block", name, [&] { reset_block(b); });
     }
     current_block = nullptr;
   };
