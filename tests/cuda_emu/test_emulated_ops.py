@@ -260,3 +260,18 @@ def test_glue_rejects_mixed_devices(emu):
     loss, sumsq = emu.gradient_penalty_fwd([g], 2.0, 6.0, 1.0)
     with pytest.raises(RuntimeError, match="sumsq: expected"):
         emu.gradient_penalty_bwd(torch.ones(()), [g], sumsq.to("meta"), 2.0, 6.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_emulated_half_conversions_match_torch(emu, dtype):
+    """The emulator's own __half / __nv_bfloat16 conversions (csrc/cuda/emu/include) round like the
+    toolkit's: every finite 16-bit pattern plus four biases (none, into the subnormals, a carry, an
+    overflow), through float and back, bitwise as torch converts."""
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    x = bits.view(dtype).reshape(1, 4, -1)  # channel c gets bias[c]
+    x = torch.where(torch.isfinite(x), x, torch.zeros((), dtype=dtype))
+    bias = torch.tensor([0.0, 3e-8, 1.0009765625, 6.0e4 if dtype == torch.float16 else 3.0e38])
+    with emulated_cuda(emu, "bias_leaky_relu"):
+        y = emu.bias_leaky_relu_fwd(x, bias, 1.0)  # slope 1: the identity after the bias
+    expected = (x.float() + bias.view(1, 4, 1)).to(dtype)
+    assert torch.equal(y.view(torch.int16), expected.view(torch.int16))
