@@ -63,6 +63,15 @@ __global__ void uninitialised_shared_kernel(float* out) {
   out[threadIdx.x] = tile[threadIdx.x];
 }
 
+// Lane 0 skips the warp's shuffle and waits at the block barrier, where its warp never arrives: a hang
+// on a GPU, a reported deadlock here.
+__global__ void divergent_shuffle_kernel(float* out) {
+  float v = 1.0f;
+  if (threadIdx.x != 0) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  __syncthreads();
+  out[threadIdx.x] = v;
+}
+
 __global__ void empty_kernel(float* out) { out[0] = 1.0f; }
 
 void print(const char* what, const std::vector<float>& v) {
@@ -109,6 +118,8 @@ int main(int argc, char** argv) {
   } else if (which == "uninitialised_shared") {
     FASTT2I_LAUNCH(1, kThreads, kThreads * sizeof(float), nullptr, uninitialised_shared_kernel)(out.data());
     print("read", out);
+  } else if (which == "divergent_shuffle") {
+    FASTT2I_LAUNCH(1, 32, 0, nullptr, divergent_shuffle_kernel)(out.data());
   } else if (which == "launch_limits") {
     const dim3 bad[4][2] = {{dim3(1, 65536), dim3(32)}, {dim3(1, 1, 65536), dim3(32)}, {dim3(1), dim3(1025)},
                             {dim3(1), dim3(1, 1, 65)}};

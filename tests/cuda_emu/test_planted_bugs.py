@@ -1,5 +1,6 @@
 """The emulator and its sanitizer builds catch what they are for: each planted bug (planted_bugs.cu)
 changes the result or draws a sanitizer report, and its correct twin runs clean."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,9 +13,9 @@ SOURCE = Path(__file__).with_name("planted_bugs.cu")
 pytestmark = pytest.mark.skipif(not emu_build.compiler_available(), reason="no host C++ compiler")
 
 
-def _run(sanitizer: str, case: str) -> subprocess.CompletedProcess:
+def _run(sanitizer: str, case: str, **env_vars) -> subprocess.CompletedProcess:
     program = emu_build.build_program("planted_bugs", [SOURCE], sanitizer)
-    env = {**__import__("os").environ, **emu_build.SANITIZER_ENV.get(sanitizer, {})}
+    env = {**os.environ, **emu_build.SANITIZER_ENV.get(sanitizer, {}), **env_vars}
     return subprocess.run([str(program), case], capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -72,3 +73,9 @@ def test_launch_limits_are_reported_not_run():
     assert "block (1025, 1, 1)" in lines[2] and "block (1, 1, 65)" in lines[3]
     assert "dynamic shared memory 49156 B" in lines[4]
     assert lines[5] == "nothing ran: 0"
+
+
+def test_divergent_shuffle_is_reported_as_a_deadlock():
+    bad = _run("plain", "divergent_shuffle", FASTT2I_EMU_DEADLOCK_SECONDS="2")
+    assert bad.returncode != 0, bad.stdout
+    assert "deadlock in divergent_shuffle_kernel" in bad.stderr, bad.stderr

@@ -16,6 +16,16 @@ namespace fastt2i {
 namespace emu {
 namespace {
 
+// Seconds a barrier waits before it reports a deadlock (FASTT2I_EMU_DEADLOCK_SECONDS, default 300).
+int deadlock_seconds() {
+  static const int seconds = [] {
+    const char* env = std::getenv("FASTT2I_EMU_DEADLOCK_SECONDS");
+    const int v = env != nullptr ? std::atoi(env) : 0;
+    return v > 0 ? v : 300;
+  }();
+  return seconds;
+}
+
 // A barrier whose party count shrinks when a thread leaves (returns from the kernel): a GPU barrier
 // waits only for the threads that have not exited.  Mutex + condition variable, so ThreadSanitizer
 // sees every arrival happen before every departure.
@@ -37,9 +47,9 @@ class Barrier {
       return;
     }
     // A barrier that some thread never reaches hangs a GPU; here it ends the process with a message.
-    if (!cv_.wait_for(lock, std::chrono::seconds(300), [&] { return phase_ != phase; })) {
-      std::fprintf(stderr, "fastt2i CUDA emulator: deadlock in %s: %d of %d threads waited at %s for 300 s\n",
-                   kernel, arrived_, parties_, what);
+    if (!cv_.wait_for(lock, std::chrono::seconds(deadlock_seconds()), [&] { return phase_ != phase; })) {
+      std::fprintf(stderr, "fastt2i CUDA emulator: deadlock in %s: %d of %d threads waited at %s for %d s\n",
+                   kernel, arrived_, parties_, what, deadlock_seconds());
       std::abort();
     }
   }
