@@ -13,7 +13,7 @@ FASTT2I_WITH_CUDA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 export FASTT2I_WITH_CUDA
 
 # `make bench`: the op and step benchmark table (python -m benchmarks.run), saved under benchmarks/results.
-.PHONY: install test test-fast demo bench cuda-compile-check gpu-check clean
+.PHONY: install test test-fast demo bench cuda-compile-check cuda-emu-asan cuda-emu-tsan gpu-check clean
 
 $(STAMP): requirements-dev.txt pyproject.toml setup.py CMakeLists.txt $(CSRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,12 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py CMakeLists.txt $(CSRC)
 
 install: $(STAMP)
 
-# The whole suite (Triton kernels under TRITON_INTERPRET=1 on CPU), then every CUDA
+# The whole suite (Triton kernels under TRITON_INTERPRET=1 on CPU, CUDA kernels under the CPU
+# emulator in tests/cuda_emu), the emulated CUDA kernels under the sanitizers, then every CUDA
 # source compiled for each architecture in CUDA_ARCHS.
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory cuda-emu-asan cuda-emu-tsan
 	$(MAKE) --no-print-directory cuda-compile-check
 
 test-fast: $(STAMP)
@@ -39,6 +41,17 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --out benchmarks/results
+
+# Every launcher of csrc/cuda/kernels.h on the CPU emulator (csrc/cuda/emu) under AddressSanitizer +
+# UBSan (out-of-bounds global and shared memory: compute-sanitizer memcheck's part) and under
+# ThreadSanitizer (races between a block's threads with no barrier between them: racecheck's part);
+# each sanitised run must print what the plain emulated build prints.  Stand-alone programs without
+# torch: a sanitised runtime under a Python host reports Python's own allocations and threads.
+cuda-emu-asan:
+	$(PYTHON) tests/cuda_emu/emu_build.py sanitize asan
+
+cuda-emu-tsan:
+	$(PYTHON) tests/cuda_emu/emu_build.py sanitize tsan
 
 # Every CUDA source compiles: the kernels (*.cu, no torch headers) with plain nvcc for each
 # architecture; the ATen glue (*_cuda.cpp) against the headers of the venv's torch, which is

@@ -31,9 +31,11 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
 
 constexpr int kThreads = 256;
 
-int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>(ceil_div(n, kThreads), 65535LL * 8)); }
-
 }  // namespace
+
+LaunchShape bias_leaky_relu_shape(int64_t n) {
+  return LaunchShape{{std::min<int64_t>(ceil_div(n, kThreads), 65535LL * 8), 1, 1}, {kThreads, 1, 1}, 0};  // grid-stride
+}
 
 cudaError_t bias_leaky_relu_forward(DType dtype, const void* x, const void* bias, void* y, int64_t n, int64_t C,
                                     int64_t S, bool channels_last, double slope, cudaStream_t stream) {
@@ -41,7 +43,8 @@ cudaError_t bias_leaky_relu_forward(DType dtype, const void* x, const void* bias
   return dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Acc<scalar_t>::type;
-    forward_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
+    const LaunchShape shape = bias_leaky_relu_shape(n);
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, forward_kernel<scalar_t, acc_t>)(
         static_cast<const scalar_t*>(x), static_cast<const acc_t*>(bias), static_cast<scalar_t*>(y), n,
         std::max<int64_t>(C, 1), std::max<int64_t>(S, 1), channels_last, static_cast<acc_t>(slope));
     return cudaGetLastError();
@@ -54,7 +57,8 @@ cudaError_t bias_leaky_relu_backward(DType dtype, const void* grad, const void* 
   return dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Acc<scalar_t>::type;
-    backward_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
+    const LaunchShape shape = bias_leaky_relu_shape(n);
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, backward_kernel<scalar_t, acc_t>)(
         static_cast<const scalar_t*>(grad), static_cast<const scalar_t*>(y), static_cast<scalar_t*>(out), n,
         static_cast<acc_t>(slope));
     return cudaGetLastError();

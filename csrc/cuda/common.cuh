@@ -1,6 +1,15 @@
 // Device helpers shared by the CUDA kernels (no torch headers).
 #pragma once
 
+#ifdef FASTT2I_CUDA_EMU
+#include "emu/cuda_emu.h"  // the kernels on the CPU (tests): FASTT2I_LAUNCH and FASTT2I_DYNAMIC_SHARED too
+#else
+// kernel<<<grid, block, smem, stream>>>(args...) written FASTT2I_LAUNCH(grid, block, smem, stream, kernel)(args...),
+// so that the emulator can run the same source on the host.
+#define FASTT2I_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define FASTT2I_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#endif
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -44,6 +53,16 @@ cudaError_t dispatch_dtype(DType dtype, F&& f) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline dim3 grid_of(const LaunchShape& s) {
+  return dim3(static_cast<unsigned>(s.grid[0]), static_cast<unsigned>(s.grid[1]), static_cast<unsigned>(s.grid[2]));
+}
+inline dim3 block_of(const LaunchShape& s) {
+  return dim3(static_cast<unsigned>(s.block[0]), static_cast<unsigned>(s.block[1]), static_cast<unsigned>(s.block[2]));
+}
+
+// The largest gridDim.x; kernels whose row count could exceed it loop over rows.
+constexpr int64_t kMaxGridX = 2147483647;
 
 }  // namespace cuda
 }  // namespace fastt2i

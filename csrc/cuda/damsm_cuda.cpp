@@ -23,7 +23,7 @@ struct Packed : DamsmPacked {
 // Packing needs the lengths on the host: one synchronisation (the Python caller has
 // already made one to validate them).
 Packed pack(const at::Tensor& words, const at::Tensor& lengths_in, const at::Tensor& regions) {
-  TORCH_CHECK(words.is_cuda() && lengths_in.is_cuda() && regions.is_cuda(), "damsm (cuda): expected CUDA tensors");
+  cuda::check_devices("damsm", {{"words", &words}, {"lengths", &lengths_in}, {"regions", &regions}});
   damsm_check_inputs(words, lengths_in, regions, cuda::kDamsmMaxWords);
   const auto host = lengths_in.contiguous().cpu();
   Packed p;
@@ -41,9 +41,9 @@ Packed pack(const at::Tensor& words, const at::Tensor& lengths_in, const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cuda(
     const at::Tensor& words, const at::Tensor& lengths, const at::Tensor& regions, double gamma1, double gamma2,
     bool save) {
-  const c10::cuda::CUDAGuard guard(words.device());
+  const cuda::DeviceGuard guard(words.device());
   const auto p = pack(words, lengths, regions);
-  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  const auto stream = cuda::current_stream();
   const int64_t B = p.B, D = p.D, N = p.N, M = p.M, P = p.P;
   const int64_t* len = p.lengths.const_data_ptr<int64_t>();
   const int64_t* off = p.offsets.const_data_ptr<int64_t>();
@@ -56,15 +56,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cuda(
     const auto k = damsm_forward_chunk(p, saved, e2, j0, mc, save);
     const auto &vt = k.vt, &s = k.s, &beta = k.beta, &c = k.c;
     cuda::check_launch(
-        cuda::damsm_stage_a(p.acc, s.data_ptr(), beta.data_ptr(), len, off, pairs, B, N, P, gamma1, stream),
-        "damsm stage a");
+        cuda::damsm_attention_softmax(p.acc, s.data_ptr(), beta.data_ptr(), len, off, pairs, B, N, P, gamma1, stream),
+        "damsm attention softmax");
     auto ctx = c;
     at::bmm_out(ctx, beta.transpose(1, 2), vt);  // (mc, P, D)
     auto r = scores.narrow(0, j0, mc);
-    cuda::check_launch(cuda::damsm_stage_b(p.acc, c.const_data_ptr(), p.erows.const_data_ptr(), len, off, nullptr,
-                                           r.data_ptr(), nullptr, nullptr, nullptr, nullptr, pairs, B, P, D, p.max_len,
-                                           gamma2, stream),
-                       "damsm stage b");
+    cuda::check_launch(cuda::damsm_cosine_scores(p.acc, c.const_data_ptr(), p.erows.const_data_ptr(), len, off,
+                                                 nullptr, r.data_ptr(), nullptr, nullptr, nullptr, nullptr, pairs, B, P,
+                                                 D, p.max_len, gamma2, stream),
+                       "damsm cosine scores");
   }
   return {scores, saved.alpha, saved.beta, saved.c};
 }
@@ -73,11 +73,13 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cuda(const at::Tensor& grad_sc
                                                        const at::Tensor& lengths, const at::Tensor& regions,
                                                        const at::Tensor& alpha_flat, const at::Tensor& beta_flat,
                                                        const at::Tensor& c_flat, double gamma1, double gamma2) {
-  const c10::cuda::CUDAGuard guard(words.device());
+  const cuda::DeviceGuard guard(words.device());
   const auto p = pack(words, lengths, regions);
-  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  const auto stream = cuda::current_stream();
   const int64_t B = p.B, D = p.D, N = p.N, M = p.M, P = p.P;
-  damsm_check_backward(p, grad_scores, alpha_flat, beta_flat, c_flat, /*require_cuda=*/true);
+  cuda::check_devices("damsm", {{"words", &words}, {"grad_scores", &grad_scores}, {"alpha", &alpha_flat},
+                                {"beta", &beta_flat}, {"context", &c_flat}});
+  damsm_check_backward(p, grad_scores, alpha_flat, beta_flat, c_flat, /*require_cuda=*/!cuda::kEmulated);
   const auto acc_type = p.vt.scalar_type();
   const int64_t* len = p.lengths.const_data_ptr<int64_t>();
   const int64_t* off = p.offsets.const_data_ptr<int64_t>();
@@ -88,17 +90,21 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cuda(const at::Tensor& grad_sc
   for (int64_t j0 = 0; j0 < M; j0 += chunk) {
     const int64_t mc = std::min(chunk, M - j0), pairs = mc * B;
     const auto k = damsm_backward_chunk(p, grads, alpha_flat, beta_flat, c_flat, j0, mc);
-    const auto &vt = k.vt, &a = k.a, &beta = k.beta, &c = k.c, &g = k.g, &k1 = k.k1, &k2 = k.k2, &cs = k.cs;
+    // damsm_host.h's k1, k2, cs are coef_c, coef_e, g_dot_c of damsm.cu
+    const auto &vt = k.vt, &a = k.a, &beta = k.beta, &c = k.c, &g = k.g;
+    const auto &coef_c = k.k1, &coef_e = k.k2, &g_dot_c = k.cs;
     auto gr = grad.narrow(0, j0, mc);
-    cuda::check_launch(cuda::damsm_stage_b(p.acc, c.const_data_ptr(), p.erows.const_data_ptr(), len, off,
-                                           gr.const_data_ptr(), nullptr, g.data_ptr(), k1.data_ptr(), k2.data_ptr(),
-                                           cs.data_ptr(), pairs, B, P, D, p.max_len, gamma2, stream),
-                       "damsm stage b");
+    cuda::check_launch(cuda::damsm_cosine_scores(p.acc, c.const_data_ptr(), p.erows.const_data_ptr(), len, off,
+                                                 gr.const_data_ptr(), nullptr, g.data_ptr(), coef_c.data_ptr(),
+                                                 coef_e.data_ptr(), g_dot_c.data_ptr(), pairs, B, P, D, p.max_len,
+                                                 gamma2, stream),
+                       "damsm cosine scores backward");
     auto h = at::bmm(vt, g.transpose(1, 2));  // dL/dbeta (mc, N, P)
-    cuda::check_launch(cuda::damsm_stage_c(p.acc, a.const_data_ptr(), beta.const_data_ptr(), h.data_ptr(),
-                                           g.data_ptr(), p.erows.const_data_ptr(), len, off, k1.const_data_ptr(),
-                                           cs.const_data_ptr(), pairs, B, N, P, D, p.max_len, gamma1, stream),
-                       "damsm stage c");
+    cuda::check_launch(cuda::damsm_softmax_backward(p.acc, a.const_data_ptr(), beta.const_data_ptr(), h.data_ptr(),
+                                                    g.data_ptr(), p.erows.const_data_ptr(), len, off,
+                                                    coef_c.const_data_ptr(), g_dot_c.const_data_ptr(), pairs, B, N, P,
+                                                    D, p.max_len, gamma1, stream),
+                       "damsm softmax backward");
     damsm_backward_accumulate(p, grads, k, e2, h, j0, mc);
   }
   return damsm_backward_finish(p, grads, regions);
@@ -106,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cuda(const at::Tensor& grad_sc
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastt2i, CUDA, m) {
+FASTT2I_CUDA_KERNELS(m) {
   m.impl("damsm_word_fwd", &damsm_word_fwd_cuda);
   m.impl("damsm_word_bwd", &damsm_word_bwd_cuda);
 }

@@ -58,37 +58,41 @@ __device__ __forceinline__ acc_t backward_element(acc_t xv, acc_t d, const acc_t
   return d;
 }
 
-// NCHW: one warp per (row = b*C + c, split); rows_per_block warps per block.
+// NCHW: one warp per (row = b*C + c, split); grid (row groups of rows_per_block warps, splits).  Rows go
+// on gridDim.x (up to 2^31 - 1 blocks; beyond, each warp loops over rows a grid apart).
 template <typename scalar_t, typename acc_t>
 __global__ void backward_rows_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
                                      const acc_t* __restrict__ g, const acc_t* __restrict__ b,
                                      scalar_t* __restrict__ dx, acc_t* __restrict__ pg, acc_t* __restrict__ pb,
                                      int K, int64_t BC, int64_t S, int64_t chunk, acc_t slope) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = blockIdx.y * (int64_t)(blockDim.x / 32) + warp;
-  if (row >= BC) return;
-  const int64_t split = blockIdx.x;
+  const int64_t rows_per_block = blockDim.x / 32;
+  const int64_t split = blockIdx.y;
   const int64_t s_begin = split * chunk, s_end = min(S, s_begin + chunk);
-  acc_t sum_g[kMaxLayers], sum_b[kMaxLayers];
+  for (int64_t row = blockIdx.x * rows_per_block + warp; row < BC; row += gridDim.x * rows_per_block) {
+    acc_t sum_g[kMaxLayers], sum_b[kMaxLayers];
 #pragma unroll
-  for (int k = 0; k < kMaxLayers; ++k) sum_g[k] = sum_b[k] = acc_t(0);
-  for (int64_t s = s_begin + lane; s < s_end; s += 32) {
-    const int64_t i = row * S + s;
-    dx[i] = from_acc<scalar_t>(backward_element(to_acc(x[i]), to_acc(dy[i]), g, b, BC, row, K, slope, sum_g, sum_b));
-  }
+    for (int k = 0; k < kMaxLayers; ++k) sum_g[k] = sum_b[k] = acc_t(0);
+    for (int64_t s = s_begin + lane; s < s_end; s += 32) {
+      const int64_t i = row * S + s;
+      dx[i] = from_acc<scalar_t>(
+          backward_element(to_acc(x[i]), to_acc(dy[i]), g, b, BC, row, K, slope, sum_g, sum_b));
+    }
 #pragma unroll
-  for (int k = 0; k < kMaxLayers; ++k) {
-    if (k < K) {
-      const acc_t tg = warp_sum(sum_g[k]), tb = warp_sum(sum_b[k]);
-      if (lane == 0) {
-        pg[(split * K + k) * BC + row] = tg;
-        pb[(split * K + k) * BC + row] = tb;
+    for (int k = 0; k < kMaxLayers; ++k) {
+      if (k < K) {
+        const acc_t tg = warp_sum(sum_g[k]), tb = warp_sum(sum_b[k]);
+        if (lane == 0) {
+          pg[(split * K + k) * BC + row] = tg;
+          pb[(split * K + k) * BC + row] = tb;
+        }
       }
     }
   }
 }
 
-// NHWC: block (32 channels x 8 position lanes) per (split, channel group, sample).
+// NHWC: block (32 channels x 8 position lanes) per (sample, channel group) on gridDim.x and split on
+// gridDim.y.
 template <typename scalar_t, typename acc_t>
 __global__ void backward_positions_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
                                           const acc_t* __restrict__ g, const acc_t* __restrict__ b,
@@ -98,7 +102,8 @@ __global__ void backward_positions_kernel(const scalar_t* __restrict__ dy, const
   __shared__ acc_t red_g[kMaxLayers][8][32];
   __shared__ acc_t red_b[kMaxLayers][8][32];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t split = blockIdx.x, c = blockIdx.y * 32 + tx, bi = blockIdx.z, BC = B * C;
+  const int64_t groups = (C + 31) / 32;
+  const int64_t split = blockIdx.y, c = (blockIdx.x % groups) * 32 + tx, bi = blockIdx.x / groups, BC = B * C;
   const int64_t s_begin = split * chunk, s_end = min(S, s_begin + chunk);
   acc_t sum_g[kMaxLayers], sum_b[kMaxLayers];
 #pragma unroll
@@ -127,20 +132,30 @@ __global__ void backward_positions_kernel(const scalar_t* __restrict__ dy, const
 }
 
 constexpr int kRowsPerBlock = 8;  // warps per block in the NCHW backward
+constexpr int kForwardThreads = 256;
 
 }  // namespace
+
+LaunchShape df_affine_forward_shape(int64_t B, int64_t C, int64_t S) {
+  const int64_t blocks = std::min<int64_t>(ceil_div(B * C * S, kForwardThreads), 65535LL * 8);  // grid-stride
+  return LaunchShape{{blocks, 1, 1}, {kForwardThreads, 1, 1}, 0};
+}
+
+LaunchShape df_affine_backward_shape(int64_t splits, int64_t B, int64_t C, bool channels_last) {
+  if (channels_last) return LaunchShape{{B * ceil_div(C, 32), splits, 1}, {32, 8, 1}, 0};
+  return LaunchShape{{std::min(ceil_div(B * C, kRowsPerBlock), kMaxGridX), splits, 1}, {32 * kRowsPerBlock, 1, 1}, 0};
+}
 
 cudaError_t df_affine_forward(DType dtype, const void* x, void* y, const void* gamma, const void* beta, int64_t K,
                               int64_t B, int64_t C, int64_t S, bool channels_last, double slope,
                               cudaStream_t stream) {
   const int64_t n = B * C * S;
   if (n == 0) return cudaSuccess;
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(n, threads), 65535LL * 8));
+  const LaunchShape shape = df_affine_forward_shape(B, C, S);
   return dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Acc<scalar_t>::type;
-    forward_kernel<scalar_t, acc_t><<<blocks, threads, 0, stream>>>(
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, forward_kernel<scalar_t, acc_t>)(
         static_cast<const scalar_t*>(x), static_cast<scalar_t*>(y), static_cast<const acc_t*>(gamma),
         static_cast<const acc_t*>(beta), static_cast<int>(K), B, C, S, channels_last, static_cast<acc_t>(slope));
     return cudaGetLastError();
@@ -160,6 +175,7 @@ cudaError_t df_affine_backward(DType dtype, const void* grad_out, const void* x,
                                double slope, cudaStream_t stream) {
   if (B * C == 0) return cudaSuccess;
   const int64_t chunk = ceil_div(S, splits);
+  const LaunchShape shape = df_affine_backward_shape(splits, B, C, channels_last);
   return dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Acc<scalar_t>::type;
@@ -171,13 +187,10 @@ cudaError_t df_affine_backward(DType dtype, const void* grad_out, const void* x,
     auto pg = static_cast<acc_t*>(gamma_partial);
     auto pb = static_cast<acc_t*>(beta_partial);
     if (channels_last) {
-      const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(ceil_div(C, 32)),
-                      static_cast<unsigned>(B));
-      backward_positions_kernel<scalar_t, acc_t><<<grid, dim3(32, 8), 0, stream>>>(
+      FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, backward_positions_kernel<scalar_t, acc_t>)(
           dy_p, x_p, g_p, b_p, dx_p, pg, pb, static_cast<int>(K), B, C, S, chunk, static_cast<acc_t>(slope));
     } else {
-      const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(ceil_div(B * C, kRowsPerBlock)));
-      backward_rows_kernel<scalar_t, acc_t><<<grid, 32 * kRowsPerBlock, 0, stream>>>(
+      FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, backward_rows_kernel<scalar_t, acc_t>)(
           dy_p, x_p, g_p, b_p, dx_p, pg, pb, static_cast<int>(K), B * C, S, chunk, static_cast<acc_t>(slope));
     }
     return cudaGetLastError();

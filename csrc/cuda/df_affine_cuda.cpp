@@ -12,15 +12,16 @@
 namespace fastt2i {
 namespace {
 
-void check_device(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta) {
-  TORCH_CHECK(x.is_cuda() && gamma.is_cuda() && beta.is_cuda(), "df_affine (cuda): expected CUDA tensors");
+void check_device(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                  const at::Tensor& grad_out = at::Tensor()) {
+  cuda::check_devices("df_affine", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}, {"grad_out", &grad_out}});
 }
 
 at::Tensor df_affine_fwd_cuda(const at::Tensor& x_in, const at::Tensor& gamma_in, const at::Tensor& beta_in,
                               double slope) {
   check_device(x_in, gamma_in, beta_in);
   df_affine_check_inputs(x_in, gamma_in, beta_in);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cuda::DeviceGuard guard(x_in.device());
   const auto in = df_affine_layout(x_in, gamma_in, beta_in);
   const auto fmt = in.fmt;
   const auto &x = in.x, &gamma = in.gamma, &beta = in.beta;
@@ -29,7 +30,7 @@ at::Tensor df_affine_fwd_cuda(const at::Tensor& x_in, const at::Tensor& gamma_in
       cuda::df_affine_forward(cuda::dtype_of(x), x.const_data_ptr(), y.mutable_data_ptr(), gamma.const_data_ptr(),
                               beta.const_data_ptr(), gamma.size(0), x.size(0), x.size(1), x.size(2) * x.size(3),
                               fmt == at::MemoryFormat::ChannelsLast, slope,
-                              c10::cuda::getCurrentCUDAStream().stream()),
+                              cuda::current_stream()),
       "df_affine_fwd");
   return y;
 }
@@ -37,10 +38,10 @@ at::Tensor df_affine_fwd_cuda(const at::Tensor& x_in, const at::Tensor& gamma_in
 std::tuple<at::Tensor, at::Tensor, at::Tensor> df_affine_bwd_cuda(const at::Tensor& dy_in, const at::Tensor& x_in,
                                                                   const at::Tensor& gamma_in,
                                                                   const at::Tensor& beta_in, double slope) {
-  check_device(x_in, gamma_in, beta_in);
+  check_device(x_in, gamma_in, beta_in, dy_in);
   df_affine_check_inputs(x_in, gamma_in, beta_in);
   df_affine_check_grad(dy_in, x_in);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cuda::DeviceGuard guard(x_in.device());
   const auto in = df_affine_layout(x_in, gamma_in, beta_in, dy_in);
   const auto fmt = in.fmt;
   const bool channels_last = in.channels_last;
@@ -53,14 +54,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> df_affine_bwd_cuda(const at::Tens
   cuda::check_launch(cuda::df_affine_backward(cuda::dtype_of(x), dy.const_data_ptr(), x.const_data_ptr(),
                                               gamma.const_data_ptr(), beta.const_data_ptr(), dx.mutable_data_ptr(),
                                               pg.mutable_data_ptr(), pb.mutable_data_ptr(), splits, K, B, C, S,
-                                              channels_last, slope, c10::cuda::getCurrentCUDAStream().stream()),
+                                              channels_last, slope, cuda::current_stream()),
                      "df_affine_bwd");
   return {dx, at::sum(pg, 0), at::sum(pb, 0)};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastt2i, CUDA, m) {
+FASTT2I_CUDA_KERNELS(m) {
   m.impl("df_affine_fwd", &df_affine_fwd_cuda);
   m.impl("df_affine_bwd", &df_affine_bwd_cuda);
 }

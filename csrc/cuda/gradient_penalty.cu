@@ -75,11 +75,14 @@ __device__ __forceinline__ void chunk_scale(const void* ptr, void* out_ptr, int6
   }
 }
 
-// grid (group chunks, B)
+// The group's chunks of sample b are blocks b * chunks ... (b + 1) * chunks - 1 of a 1-D grid (a batch
+// on gridDim.y would stop at 65535).
+__host__ __device__ __forceinline__ int64_t group_chunks(const GradientPenaltyGroup& g) { return g.chunk_begin[g.count]; }
+
 template <typename acc_t>
 __global__ void partial_kernel(const GradientPenaltyGroup group, acc_t* __restrict__ partial, int64_t P) {
   __shared__ acc_t shared[kThreads / 32];
-  const int64_t chunk = blockIdx.x, b = blockIdx.y;
+  const int64_t chunk = blockIdx.x % group_chunks(group), b = blockIdx.x / group_chunks(group);
   const int t = tensor_of(group, chunk);
   const int64_t N = group.per_sample[t];
   const int64_t begin = b * N + (chunk - group.chunk_begin[t]) * kChunk;
@@ -129,7 +132,7 @@ __global__ void finalize_kernel(const acc_t* __restrict__ partial, int64_t B, in
 template <typename acc_t>
 __global__ void backward_kernel(const GradientPenaltyGroup group, const acc_t* __restrict__ sumsq,
                                 const acc_t* __restrict__ grad_loss, acc_t base, acc_t exponent) {
-  const int64_t chunk = blockIdx.x, b = blockIdx.y;
+  const int64_t chunk = blockIdx.x % group_chunks(group), b = blockIdx.x / group_chunks(group);
   const int t = tensor_of(group, chunk);
   const int64_t N = group.per_sample[t];
   const int64_t begin = b * N + (chunk - group.chunk_begin[t]) * kChunk;
@@ -144,33 +147,36 @@ __global__ void backward_kernel(const GradientPenaltyGroup group, const acc_t* _
   }
 }
 
-int64_t group_chunks(const GradientPenaltyGroup& group) { return group.chunk_begin[group.count]; }
-
 }  // namespace
 
 int64_t gradient_penalty_chunks(int64_t per_sample) { return ceil_div(per_sample, kChunk); }
+
+LaunchShape gradient_penalty_shape(int64_t chunks, int64_t B) {
+  return LaunchShape{{chunks * B, 1, 1}, {kThreads, 1, 1}, 0};
+}
 
 cudaError_t gradient_penalty_partial(const GradientPenaltyGroup& group, int64_t B, void* partial, int64_t P,
                                      bool acc_double, cudaStream_t stream) {
   const int64_t chunks = group_chunks(group);
   if (chunks == 0 || B == 0) return cudaSuccess;
-  if (B > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
+  const LaunchShape shape = gradient_penalty_shape(chunks, B);
   if (acc_double)
-    partial_kernel<double><<<grid, kThreads, 0, stream>>>(group, static_cast<double*>(partial), P);
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, partial_kernel<double>)(
+        group, static_cast<double*>(partial), P);
   else
-    partial_kernel<float><<<grid, kThreads, 0, stream>>>(group, static_cast<float*>(partial), P);
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, partial_kernel<float>)(
+        group, static_cast<float*>(partial), P);
   return cudaGetLastError();
 }
 
 cudaError_t gradient_penalty_finalize(const void* partial, int64_t B, int64_t P, double k, double p, double scale,
                                       void* sumsq, void* loss, bool acc_double, cudaStream_t stream) {
   if (acc_double)
-    finalize_kernel<double><<<1, kThreads, 0, stream>>>(static_cast<const double*>(partial), B, P, k, p / 2,
-                                                        scale * scale, static_cast<double*>(sumsq),
-                                                        static_cast<double*>(loss));
+    FASTT2I_LAUNCH(1, kThreads, 0, stream, finalize_kernel<double>)(
+        static_cast<const double*>(partial), B, P, k, p / 2, scale * scale, static_cast<double*>(sumsq),
+        static_cast<double*>(loss));
   else
-    finalize_kernel<float><<<1, kThreads, 0, stream>>>(
+    FASTT2I_LAUNCH(1, kThreads, 0, stream, finalize_kernel<float>)(
         static_cast<const float*>(partial), B, P, static_cast<float>(k), static_cast<float>(p / 2),
         static_cast<float>(scale * scale), static_cast<float*>(sumsq), static_cast<float*>(loss));
   return cudaGetLastError();
@@ -181,16 +187,15 @@ cudaError_t gradient_penalty_backward(const GradientPenaltyGroup& group, int64_t
                                       cudaStream_t stream) {
   const int64_t chunks = group_chunks(group);
   if (chunks == 0 || B == 0) return cudaSuccess;
-  if (B > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
+  const LaunchShape shape = gradient_penalty_shape(chunks, B);
   const double base = k * p / static_cast<double>(B) * scale * scale;
   if (acc_double)
-    backward_kernel<double><<<grid, kThreads, 0, stream>>>(group, static_cast<const double*>(sumsq),
-                                                           static_cast<const double*>(grad_loss), base, p / 2 - 1);
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, backward_kernel<double>)(
+        group, static_cast<const double*>(sumsq), static_cast<const double*>(grad_loss), base, p / 2 - 1);
   else
-    backward_kernel<float><<<grid, kThreads, 0, stream>>>(group, static_cast<const float*>(sumsq),
-                                                          static_cast<const float*>(grad_loss),
-                                                          static_cast<float>(base), static_cast<float>(p / 2 - 1));
+    FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, backward_kernel<float>)(
+        group, static_cast<const float*>(sumsq), static_cast<const float*>(grad_loss), static_cast<float>(base),
+        static_cast<float>(p / 2 - 1));
   return cudaGetLastError();
 }
 

@@ -17,8 +17,8 @@ namespace {
 
 std::vector<at::Tensor> checked_inputs(at::TensorList grads_in) {
   return gp_checked_inputs(grads_in, /*device_first=*/true, [&](const at::Tensor& g, size_t i) {
-    TORCH_CHECK(g.is_cuda() && g.device() == grads_in[0].device(), "grads[", i, "]: expected a CUDA tensor on ",
-                grads_in[0].device());
+    TORCH_CHECK(cuda::on_device(g) && g.device() == grads_in[0].device(), "grads[", i,
+                "]: expected a CUDA tensor on ", grads_in[0].device(), ", got ", g.device());
   });
 }
 
@@ -52,9 +52,8 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cuda(at::TensorList grad
                                                             double scale) {
   TORCH_CHECK(p > 0, "p: expected > 0, got ", p);
   const auto grads = checked_inputs(grads_in);
-  const c10::cuda::CUDAGuard guard(grads[0].device());
+  const cuda::DeviceGuard guard(grads[0].device());
   const int64_t B = grads[0].size(0);
-  TORCH_CHECK(B <= 65535, "gradient_penalty (cuda): batch size ", B, " > 65535");
   const auto acc = gp_acc_type(grads);
   const bool acc_double = acc == at::kDouble;
   auto opts = grads[0].options().dtype(acc);
@@ -63,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cuda(at::TensorList grad
   auto partial = at::empty({B, std::max<int64_t>(P, 1)}, opts);  // every column is written once
   auto sumsq = at::empty({B}, opts);
   auto loss = at::empty({}, opts);
-  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  const auto stream = cuda::current_stream();
   for (const auto& g : groups)
     cuda::check_launch(cuda::gradient_penalty_partial(g, B, partial.mutable_data_ptr(), P, acc_double, stream),
                        "gradient_penalty_fwd");
@@ -77,14 +76,14 @@ std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cuda(at::TensorList grad
 std::vector<at::Tensor> gradient_penalty_bwd_cuda(const at::Tensor& grad_loss_in, at::TensorList grads_in,
                                                   const at::Tensor& sumsq_in, double k, double p, double scale) {
   const auto grads = checked_inputs(grads_in);
-  const c10::cuda::CUDAGuard guard(grads[0].device());
+  const cuda::DeviceGuard guard(grads[0].device());
   const int64_t B = grads[0].size(0);
-  TORCH_CHECK(B <= 65535, "gradient_penalty (cuda): batch size ", B, " > 65535");
   const auto acc = gp_acc_type(grads);
-  TORCH_CHECK(sumsq_in.is_cuda() && sumsq_in.dim() == 1 && sumsq_in.size(0) == B && sumsq_in.scalar_type() == acc,
+  cuda::check_devices("gradient_penalty", {{"grads[0]", &grads[0]}, {"sumsq", &sumsq_in}, {"grad_loss", &grad_loss_in}});
+  TORCH_CHECK(sumsq_in.dim() == 1 && sumsq_in.size(0) == B && sumsq_in.scalar_type() == acc,
               "sumsq: expected (", B, ",) of ", acc, " on the device, got ", sumsq_in.sizes(), " ",
               sumsq_in.scalar_type());
-  TORCH_CHECK(grad_loss_in.is_cuda() && grad_loss_in.numel() == 1,
+  TORCH_CHECK(grad_loss_in.numel() == 1,
               "grad_loss: expected one element on the device, got ", grad_loss_in.sizes());
   const auto sumsq = sumsq_in.contiguous();
   const auto grad_loss = grad_loss_in.to(acc).contiguous();
@@ -93,7 +92,7 @@ std::vector<at::Tensor> gradient_penalty_bwd_cuda(const at::Tensor& grad_loss_in
   for (const auto& g : grads) outs.push_back(at::empty_like(g));
   int64_t P = 0;
   const auto groups = make_groups(grads, &outs, &P);
-  const auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  const auto stream = cuda::current_stream();
   for (const auto& g : groups)
     cuda::check_launch(cuda::gradient_penalty_backward(g, B, sumsq.const_data_ptr(), grad_loss.const_data_ptr(), k,
                                                        p, scale, acc == at::kDouble, stream),
@@ -103,7 +102,7 @@ std::vector<at::Tensor> gradient_penalty_bwd_cuda(const at::Tensor& grad_loss_in
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastt2i, CUDA, m) {
+FASTT2I_CUDA_KERNELS(m) {
   m.impl("gradient_penalty_fwd", &gradient_penalty_fwd_cuda);
   m.impl("gradient_penalty_bwd", &gradient_penalty_bwd_cuda);
 }

@@ -9,6 +9,15 @@
 namespace fastt2i {
 namespace cuda {
 
+// Grid, block and dynamic shared memory of a launch, in 64 bits: the launchers launch exactly this, and
+// the tests check it against the device limits (grid x <= 2^31 - 1, y and z <= 65535) at shapes too
+// large to run.
+struct LaunchShape {
+  int64_t grid[3];
+  int64_t block[3];
+  int64_t dynamic_smem;
+};
+
 // Element types of the tensors handed to the launchers.
 enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 
@@ -18,6 +27,8 @@ enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 cudaError_t df_affine_forward(DType dtype, const void* x, void* y, const void* gamma, const void* beta,
                               int64_t K, int64_t B, int64_t C, int64_t S, bool channels_last, double slope,
                               cudaStream_t stream);
+LaunchShape df_affine_forward_shape(int64_t B, int64_t C, int64_t S);
+LaunchShape df_affine_backward_shape(int64_t splits, int64_t B, int64_t C, bool channels_last);
 int64_t df_affine_backward_splits(int64_t K, int64_t B, int64_t C, int64_t S, bool channels_last,
                                   int num_sms);
 cudaError_t df_affine_backward(DType dtype, const void* grad_out, const void* x, const void* gamma,
@@ -29,6 +40,7 @@ cudaError_t df_affine_backward(DType dtype, const void* grad_out, const void* x,
 // accumulate type or null; with a bias the layout is NCHW (c = (i / S) % C) or NHWC (c = i % C).
 cudaError_t bias_leaky_relu_forward(DType dtype, const void* x, const void* bias, void* y, int64_t n, int64_t C,
                                     int64_t S, bool channels_last, double slope, cudaStream_t stream);
+LaunchShape bias_leaky_relu_shape(int64_t n);
 // out = grad * (y > 0 ? 1 : slope), grad and y walked as the same flat memory order.
 cudaError_t bias_leaky_relu_backward(DType dtype, const void* grad, const void* y, void* out, int64_t n,
                                      double slope, cudaStream_t stream);
@@ -47,6 +59,8 @@ struct GradientPenaltyGroup {
   int count;
 };
 int64_t gradient_penalty_chunks(int64_t per_sample);
+// The partial and backward launches of a group of `chunks` chunks per sample (chunks * B blocks).
+LaunchShape gradient_penalty_shape(int64_t chunks, int64_t B);
 cudaError_t gradient_penalty_partial(const GradientPenaltyGroup& group, int64_t B, void* partial, int64_t P,
                                      bool acc_double, cudaStream_t stream);
 // sumsq[b] = scale^2 * sum_j partial[b, j]; loss = k * mean_b sumsq[b]^(p/2) (0 for sumsq = 0).
@@ -58,24 +72,31 @@ cudaError_t gradient_penalty_backward(const GradientPenaltyGroup& group, int64_t
                                       const void* grad_loss, double k, double p, double scale, bool acc_double,
                                       cudaStream_t stream);
 
-// ---- damsm (word-level matching): stage kernels between the GEMMs, one block per (image, caption)
+// ---- damsm (word-level matching): the kernels between the GEMMs, one block per (image, caption)
 // pair, in the accumulate type (Float32 or Float64).  The P = sum(lengths) real words are packed:
 // caption i owns columns offsets[i] .. offsets[i] + lengths[i] - 1 (lengths, offsets: int64 (B,) on
 // the device, 1 <= lengths <= max_len <= kDamsmMaxWords).  S/alpha/beta/H: (images, N, P);
-// C/G: (images, P, D); erows (P, D); k1/k2/cs (images, P); scores/grad (images, B).
+// C/G: (images, P, D); erows (P, D); coef_c/coef_e/g_dot_c (images, P); scores/grad (images, B).
+// Per word, with gcos = dL/dcos: dL/de = coef_c * c + coef_e * e and g_dot_c = G . c (damsm.cu).
 constexpr int64_t kDamsmMaxWords = 512;
-// S -> alpha in place, beta = softmax over regions of gamma1 * alpha (beta may be s).
-cudaError_t damsm_stage_a(DType acc, void* s, void* beta, const int64_t* lengths, const int64_t* offsets,
-                          int64_t pairs, int64_t B, int64_t N, int64_t P, double gamma1, cudaStream_t stream);
-// grad == nullptr: scores[pair] = R.  Else g = dR/dC * grad[pair], k1, k2, cs (scores unused).
-cudaError_t damsm_stage_b(DType acc, const void* c, const void* erows, const int64_t* lengths, const int64_t* offsets,
-                          const void* grad, void* scores, void* g, void* k1, void* k2, void* cs, int64_t pairs,
-                          int64_t B, int64_t P, int64_t D, int64_t max_len, double gamma2, cudaStream_t stream);
-// h: dL/dbeta -> dS + k1 * beta; g -> g - k1 * e.
-cudaError_t damsm_stage_c(DType acc, const void* alpha, const void* beta, void* h, void* g, const void* erows,
-                          const int64_t* lengths, const int64_t* offsets, const void* k1, const void* cs,
-                          int64_t pairs, int64_t B, int64_t N, int64_t P, int64_t D, int64_t max_len, double gamma1,
-                          cudaStream_t stream);
+// All three launch one block of 256 threads per pair, with this much dynamic shared memory.
+LaunchShape damsm_pair_shape(int64_t pairs, int64_t dynamic_smem);
+int64_t damsm_cosine_score_smem(DType acc, int64_t max_len);
+int64_t damsm_softmax_backward_smem(DType acc, int64_t max_len);
+// S -> alpha (softmax over words) in place, beta = softmax over regions of gamma1 * alpha (beta may be s).
+cudaError_t damsm_attention_softmax(DType acc, void* s, void* beta, const int64_t* lengths, const int64_t* offsets,
+                                    int64_t pairs, int64_t B, int64_t N, int64_t P, double gamma1,
+                                    cudaStream_t stream);
+// grad == nullptr: scores[pair] = R.  Else g = dR/dC * grad[pair], coef_c, coef_e, g_dot_c (scores unused).
+cudaError_t damsm_cosine_scores(DType acc, const void* c, const void* erows, const int64_t* lengths,
+                                const int64_t* offsets, const void* grad, void* scores, void* g, void* coef_c,
+                                void* coef_e, void* g_dot_c, int64_t pairs, int64_t B, int64_t P, int64_t D,
+                                int64_t max_len, double gamma2, cudaStream_t stream);
+// Both softmax backwards: h: dL/dbeta -> dL/dS + coef_c * beta; g -> g - coef_c * e.
+cudaError_t damsm_softmax_backward(DType acc, const void* alpha, const void* beta, void* h, void* g,
+                                   const void* erows, const int64_t* lengths, const int64_t* offsets,
+                                   const void* coef_c, const void* g_dot_c, int64_t pairs, int64_t B, int64_t N,
+                                   int64_t P, int64_t D, int64_t max_len, double gamma1, cudaStream_t stream);
 
 // ---- word_region_attention: regions, context and their gradients share one layout WraLayout: element
 // (b, c, n) at b*sb + c*sc + n*sn (NCHW: sc = N, sn = 1; NHWC: sc = 1, sn = C).  words are (B, C, T)
@@ -94,6 +115,9 @@ struct WraMask {
   int64_t sb, sn;
 };
 int64_t word_region_attention_backward_splits(DType dtype, int64_t B, int64_t N, int num_sms);
+// One block per (sample, tile of regions) forward and per (sample, split) backward, on gridDim.x.
+LaunchShape word_region_attention_forward_shape(int64_t B, int64_t N);
+LaunchShape word_region_attention_backward_shape(DType dtype, int64_t B, int64_t N, int num_sms);
 cudaError_t word_region_attention_forward(DType dtype, const void* regions, const void* words, WraMask mask,
                                           void* context, void* lse, void* attention, int64_t attn_sb,
                                           int64_t attn_st, int64_t attn_sn, WraLayout L, cudaStream_t stream);

@@ -103,7 +103,9 @@ __global__ void __launch_bounds__(kFwdRegions) forward_kernel(const scalar_t* __
   constexpr int kFwdChunk = Cfg<acc_t>::kFwdChunk;
   __shared__ acc_t tile[kFwdChunk][kFwdRegions + 1];
   __shared__ __align__(16) acc_t ks[kFwdChunk][TMAX];
-  const int64_t b = blockIdx.y, n0 = static_cast<int64_t>(blockIdx.x) * kFwdRegions, n = n0 + threadIdx.x;
+  // grid: (sample, tile of regions) flattened on gridDim.x (gridDim.y would cap the batch at 65535)
+  const int64_t tiles = (L.N + kFwdRegions - 1) / kFwdRegions;
+  const int64_t b = blockIdx.x / tiles, n0 = (blockIdx.x % tiles) * kFwdRegions, n = n0 + threadIdx.x;
   const int i = threadIdx.x;
   acc_t s[TMAX];
 #pragma unroll
@@ -178,15 +180,18 @@ __global__ void __launch_bounds__(Cfg<typename Acc<scalar_t>::type>::kBwdRegions
   __shared__ __align__(16) acc_t ks[kBwdChunk][TMAX];
   __shared__ __align__(16) acc_t ps[kBwdRegions][kRow];
   __shared__ __align__(16) acc_t dss[kBwdRegions][kRow];
-  const int64_t b = blockIdx.y;
-  const int i = threadIdx.x;
-  // This block's slice of partial dwords, summed over its tiles: each (c, t) is owned by one thread
-  // for all tiles (the job mapping below depends only on the thread), so no atomics are needed.
-  acc_t* part = grad_words_partial + (b * gridDim.x + blockIdx.x) * L.C * L.T;
+  // grid: (sample, split) flattened on gridDim.x (gridDim.y would cap the batch at 65535); split
+  // takes tiles [split * tiles_per_block, (split + 1) * tiles_per_block).
   const int64_t tiles = (L.N + kBwdRegions - 1) / kBwdRegions;
-  const int64_t tile_end = min(tiles, static_cast<int64_t>(blockIdx.x + 1) * tiles_per_block);
-  for (int64_t tile = static_cast<int64_t>(blockIdx.x) * tiles_per_block; tile < tile_end; ++tile) {
-    const bool first = tile == blockIdx.x * tiles_per_block;
+  const int64_t splits = (tiles + tiles_per_block - 1) / tiles_per_block;
+  const int64_t b = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int i = threadIdx.x;
+  // This block's slice (b, split) of partial dwords, summed over its tiles: each (c, t) is owned by
+  // one thread for all tiles (the job mapping below depends only on the thread), so no atomics are needed.
+  acc_t* part = grad_words_partial + static_cast<int64_t>(blockIdx.x) * L.C * L.T;
+  const int64_t tile_end = min(tiles, (split + 1) * tiles_per_block);
+  for (int64_t tile = split * tiles_per_block; tile < tile_end; ++tile) {
+    const bool first = tile == split * tiles_per_block;
     const int64_t n0 = tile * kBwdRegions, n = n0 + threadIdx.x;
     acc_t s[TMAX], dp[TMAX];
 #pragma unroll
@@ -292,16 +297,25 @@ int64_t word_region_attention_backward_splits(DType dtype, int64_t B, int64_t N,
   return ceil_div(tiles, word_region_attention_backward_tiles_per_block(dtype, B, N, num_sms));
 }
 
+LaunchShape word_region_attention_forward_shape(int64_t B, int64_t N) {
+  return LaunchShape{{B * ceil_div(N, kFwdRegions), 1, 1}, {kFwdRegions, 1, 1}, 0};
+}
+
+LaunchShape word_region_attention_backward_shape(DType dtype, int64_t B, int64_t N, int num_sms) {
+  const int64_t threads = dtype == DType::Float64 ? Cfg<double>::kBwdRegions : Cfg<float>::kBwdRegions;
+  return LaunchShape{{B * word_region_attention_backward_splits(dtype, B, N, num_sms), 1, 1}, {threads, 1, 1}, 0};
+}
+
 cudaError_t word_region_attention_forward(DType dtype, const void* regions, const void* words, WraMask mask,
                                           void* context, void* lse, void* attention, int64_t attn_sb,
                                           int64_t attn_st, int64_t attn_sn, WraLayout L, cudaStream_t stream) {
   if (L.B * L.N == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(ceil_div(L.N, kFwdRegions)), static_cast<unsigned>(L.B));
+  const LaunchShape shape = word_region_attention_forward_shape(L.B, L.N);
   return dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Acc<scalar_t>::type;
     return dispatch_words(L.T, [&](auto tmax) {
-      forward_kernel<scalar_t, decltype(tmax)::value><<<grid, kFwdRegions, 0, stream>>>(
+      FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, forward_kernel<scalar_t, decltype(tmax)::value>)(
           static_cast<const scalar_t*>(regions), static_cast<const acc_t*>(words), mask,
           static_cast<scalar_t*>(context), static_cast<acc_t*>(lse), static_cast<scalar_t*>(attention), attn_sb,
           attn_st, attn_sn, L);
@@ -317,13 +331,12 @@ cudaError_t word_region_attention_backward(DType dtype, const void* grad_context
                                            cudaStream_t stream) {
   if (L.B * L.N == 0) return cudaSuccess;
   const int64_t per_block = word_region_attention_backward_tiles_per_block(dtype, L.B, L.N, num_sms);
-  const dim3 grid(static_cast<unsigned>(word_region_attention_backward_splits(dtype, L.B, L.N, num_sms)),
-                  static_cast<unsigned>(L.B));
+  const LaunchShape shape = word_region_attention_backward_shape(dtype, L.B, L.N, num_sms);
   return dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Acc<scalar_t>::type;
     return dispatch_words(L.T, [&](auto tmax) {
-      backward_kernel<scalar_t, decltype(tmax)::value><<<grid, Cfg<acc_t>::kBwdRegions, 0, stream>>>(
+      FASTT2I_LAUNCH(grid_of(shape), block_of(shape), 0, stream, backward_kernel<scalar_t, decltype(tmax)::value>)(
           static_cast<const scalar_t*>(grad_context), static_cast<const scalar_t*>(grad_attention), attn_sb,
           attn_st, attn_sn, static_cast<const scalar_t*>(regions), static_cast<const acc_t*>(words), mask,
           static_cast<const acc_t*>(lse), static_cast<scalar_t*>(grad_regions),

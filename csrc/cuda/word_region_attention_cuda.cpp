@@ -13,9 +13,16 @@
 namespace fastt2i {
 namespace {
 
-void check_device(const at::Tensor& regions, const at::Tensor& words, const std::optional<at::Tensor>& mask) {
-  TORCH_CHECK(regions.is_cuda() && words.is_cuda() && (!mask.has_value() || mask->is_cuda()),
-              "word_region_attention (cuda): expected CUDA tensors");
+void check_device(const at::Tensor& regions, const at::Tensor& words, const std::optional<at::Tensor>& mask,
+                  const at::Tensor* grad_context = nullptr, const std::optional<at::Tensor>& grad_attention = {},
+                  const at::Tensor* lse = nullptr) {
+  cuda::check_devices("word_region_attention",
+                      {{"regions", &regions},
+                       {"words", &words},
+                       {"mask", mask.has_value() ? &*mask : nullptr},
+                       {"grad_context", grad_context},
+                       {"grad_attention", grad_attention.has_value() ? &*grad_attention : nullptr},
+                       {"lse", lse}});
 }
 
 // Strides of the dense NCHW / NHWC layout.  Tensors are made contiguous in that format first; their
@@ -36,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> word_region_attention_fwd_cuda(
     bool return_attention) {
   check_device(regions_in, words_in, mask_in);
   wra_check_inputs(regions_in, words_in, mask_in);
-  const c10::cuda::CUDAGuard guard(regions_in.device());
+  const cuda::DeviceGuard guard(regions_in.device());
   auto f = wra_forward_setup(regions_in, words_in, mask_in, return_attention);
   const auto& o = f.in;
   cuda::check_launch(
@@ -44,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> word_region_attention_fwd_cuda(
           cuda::dtype_of(o.regions), o.regions.const_data_ptr(), o.words.const_data_ptr(), mask_of(o.mask),
           f.context.mutable_data_ptr(), f.lse.mutable_data_ptr(),
           return_attention ? f.attention.mutable_data_ptr() : nullptr, o.as[0], o.as[1], o.as[2],
-          layout_of(o.regions, o.T), c10::cuda::getCurrentCUDAStream().stream()),
+          layout_of(o.regions, o.T), cuda::current_stream()),
       "word_region_attention_fwd");
   return {f.context, f.lse, f.attention};
 }
@@ -53,9 +60,9 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_bwd_cuda(
     const at::Tensor& grad_context_in, const std::optional<at::Tensor>& grad_attention_in,
     const at::Tensor& regions_in, const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in,
     const at::Tensor& lse_in) {
-  check_device(regions_in, words_in, mask_in);
+  check_device(regions_in, words_in, mask_in, &grad_context_in, grad_attention_in, &lse_in);
   wra_check_inputs(regions_in, words_in, mask_in);
-  const c10::cuda::CUDAGuard guard(regions_in.device());
+  const cuda::DeviceGuard guard(regions_in.device());
   auto b = wra_backward_setup(grad_context_in, grad_attention_in, regions_in, words_in, mask_in, lse_in);
   const auto& o = b.in;
   const bool has_ga = b.grad_attention.defined();
@@ -68,14 +75,14 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_bwd_cuda(
           dtype, b.grad_context.const_data_ptr(), has_ga ? b.grad_attention.const_data_ptr() : nullptr,
           o.as[0], o.as[1], o.as[2], o.regions.const_data_ptr(), o.words.const_data_ptr(), mask_of(o.mask),
           b.lse.const_data_ptr(), b.grad_regions.mutable_data_ptr(), part.mutable_data_ptr(), sms,
-          layout_of(o.regions, o.T), c10::cuda::getCurrentCUDAStream().stream()),
+          layout_of(o.regions, o.T), cuda::current_stream()),
       "word_region_attention_bwd");
   return {b.grad_regions, at::sum(part, 1).to(o.regions.scalar_type())};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastt2i, CUDA, m) {
+FASTT2I_CUDA_KERNELS(m) {
   m.impl("word_region_attention_fwd", &word_region_attention_fwd_cuda);
   m.impl("word_region_attention_bwd", &word_region_attention_bwd_cuda);
 }
