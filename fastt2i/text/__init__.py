@@ -22,3 +22,6 @@ __all__ = [
     "tokenize",
     "truncate_caption",
 ]
+from .char_cnn_rnn import ALPHABET, DOC_LENGTH, CharCNNRNN, FixedRNN, encode_characters  # noqa: E402
+
+__all__ += ["ALPHABET", "DOC_LENGTH", "CharCNNRNN", "FixedRNN", "encode_characters"]
