@@ -38,7 +38,8 @@ class CondAugment(nn.Module):
                 generator: torch.Generator | None = None):
         mu, logvar = self.encode(text_embedding)
         if eps is None:
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float32)
+            where = generator.device if generator is not None else mu.device
+            eps = torch.randn(mu.shape, generator=generator, device=where, dtype=torch.float32).to(mu.device)
         elif eps.shape != mu.shape:
             raise ValueError(f"eps: expected {tuple(mu.shape)}, got {tuple(eps.shape)}")
         c_code = eps.to(mu.dtype) * torch.exp(0.5 * logvar) + mu
