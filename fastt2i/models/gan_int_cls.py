@@ -35,6 +35,8 @@ from torch import nn
 
 from fastt2i.losses import gan_int_g_loss, interpolate_text, matching_aware_d_loss
 
+from ._checkpoint import CheckpointLayout, load_weights, register_layout
+
 
 @dataclass
 class GANINTCLSConfig:
@@ -66,6 +68,10 @@ class GANINTCLSConfig:
             raise ValueError(f"ngf / ndf: expected multiples of 4, got {self.ngf} / {self.ndf}")
         self.betas = tuple(self.betas)
 
+    @property
+    def imsize(self) -> int:
+        return 64
+
     @classmethod
     def coco(cls, **kw) -> "GANINTCLSConfig":
         return replace(cls(ngf=196, ndf=196), **kw)
@@ -73,6 +79,18 @@ class GANINTCLSConfig:
     @classmethod
     def synthetic(cls, **kw) -> "GANINTCLSConfig":
         return replace(cls(ngf=32, ndf=32, nz=32, nt=32, num_captions=1, batch_size=16), **kw)
+
+    PRESETS = ("birds", "flowers", "coco", "synthetic")
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> "GANINTCLSConfig":
+        if name not in cls.PRESETS:
+            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
+        if name == "synthetic":
+            return cls.synthetic(**kw)
+        if name == "coco" and hasattr(cls, "coco"):
+            return cls.coco(**kw)
+        return replace(cls(), **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,3 +218,21 @@ def generator_loss(netG: Generator, netD: Discriminator, text: torch.Tensor, noi
     cond = interpolate_text(text)
     fake_imgs = netG(noise_interp, cond)
     return gan_int_g_loss(netD(fake_imgs, cond), text.shape[0], interp_weight), fake_imgs
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_LAYOUT = register_layout(CheckpointLayout(
+    family="gan-int-cls",
+    title="GAN-INT-CLS",
+    networks={"netG": ("netG",), "netD": ("netD",)},
+    optimizers={"G": ("optimStateG",), "D": ("optimStateD",)},   # the Lua names
+    classes={"netG": Generator, "netD": Discriminator},
+    signatures={"netG": ("text_proj.", "stem.", "to_rgb."), "netD": ("encode_img.", "joint.", "logits.")},
+))
+
+
+def load_official_state_dict(model: nn.Module, source) -> nn.Module:
+    """A GAN-INT-CLS state dict (path or loaded) into Generator / Discriminator.  The released
+    Torch7 ``.t7`` files do not load: they need a Torch7 deserialiser, which fastt2i does not ship."""
+    return load_weights(model, source, CHECKPOINT_LAYOUT)

@@ -38,6 +38,8 @@ from torch import nn
 from fastt2i.losses import kl_loss, stackgan_d_loss, stackgan_g_loss
 from fastt2i.nn import CondAugment
 
+from ._checkpoint import CheckpointLayout, load_weights, register_layout
+
 
 @dataclass
 class StackGANConfig:
@@ -77,6 +79,18 @@ class StackGANConfig:
     def synthetic(cls, **kw) -> "StackGANConfig":
         """Small networks for the shapes demo on a CPU."""
         return replace(cls(ngf=16, ndf=16, c_dim=32, z_dim=32, batch_size=16), **kw)
+
+    PRESETS = ("birds", "coco", "synthetic")
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> "StackGANConfig":
+        if name not in cls.PRESETS:
+            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
+        if name == "synthetic":
+            return cls.synthetic(**kw)
+        if name == "coco" and hasattr(cls, "coco"):
+            return cls.coco(**kw)
+        return replace(cls(), **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -258,26 +272,70 @@ def build_stackgan(config: StackGANConfig) -> tuple[nn.Module, nn.Module]:
 
 # ----------------------------------------------------------------------------- the training losses
 
+class PairLogits(nn.Module):
+    """Every D logit a step needs in one forward (D's trunk, then its heads), so that a DDP wrapper
+    of this module sees all uses of D's parameters; the official code calls the heads one by one.
+
+    forward(fake_imgs, cond, real_imgs=None) -> {"fake", "uncond_fake"} and, with real images,
+    {"real", "wrong", "uncond_real"}; "wrong" pairs real image i with condition i + 1 (B - 1 of them).
+    """
+
+    def __init__(self, netD: nn.Module):
+        super().__init__()
+        self.netD = netD
+
+    def forward(self, fake_imgs: torch.Tensor, cond: torch.Tensor, real_imgs: torch.Tensor | None = None) -> dict:
+        d, out = self.netD, {}
+        if real_imgs is not None:  # real first: BatchNorm running statistics move as official
+            real_features = d(real_imgs)
+            out["real"] = d.get_cond_logits(real_features, cond)
+            out["wrong"] = d.get_cond_logits(real_features[:-1], cond[1:])
+            if d.get_uncond_logits is not None:
+                out["uncond_real"] = d.get_uncond_logits(real_features)
+        fake_features = d(fake_imgs)
+        out["fake"] = d.get_cond_logits(fake_features, cond)
+        if d.get_uncond_logits is not None:
+            out["uncond_fake"] = d.get_uncond_logits(fake_features)
+        return out
+
+
+def _pairs(netD: nn.Module) -> nn.Module:
+    return PairLogits(netD) if isinstance(netD, (Stage1Discriminator, Stage2Discriminator)) else netD
+
+
 def discriminator_loss(netD: nn.Module, real_imgs: torch.Tensor, fake_imgs: torch.Tensor, mu: torch.Tensor):
     """The official D loss on one batch: real, wrong (real image i with condition i + 1) and fake pairs,
-    conditioned on mu (detached); Stage II adds the unconditional terms.  -> (loss, parts)."""
-    cond = mu.detach()
-    real_features = netD(real_imgs)
-    fake_features = netD(fake_imgs.detach())
-    real = netD.get_cond_logits(real_features, cond)
-    wrong = netD.get_cond_logits(real_features[:-1], cond[1:])
-    fake = netD.get_cond_logits(fake_features, cond)
-    if netD.get_uncond_logits is None:
-        return stackgan_d_loss(real, wrong, fake)
-    return stackgan_d_loss(real, wrong, fake, netD.get_uncond_logits(real_features),
-                           netD.get_uncond_logits(fake_features))
+    conditioned on mu (detached); Stage II adds the unconditional terms.  ``netD`` is a Stage D or a
+    (DDP-wrapped) PairLogits.  -> (loss, parts)."""
+    out = _pairs(netD)(fake_imgs.detach(), mu.detach(), real_imgs)
+    return stackgan_d_loss(out["real"], out["wrong"], out["fake"], out.get("uncond_real"), out.get("uncond_fake"))
 
 
 def generator_loss(netD: nn.Module, fake_imgs: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                    kl_coeff: float = 2.0) -> tuple[torch.Tensor, dict]:
     """Adversarial loss of the fakes (condition mu detached, as official) + kl_coeff * KL."""
-    features = netD(fake_imgs)
-    uncond = netD.get_uncond_logits(features) if netD.get_uncond_logits is not None else None
-    adv = stackgan_g_loss(netD.get_cond_logits(features, mu.detach()), uncond)
+    out = _pairs(netD)(fake_imgs, mu.detach())
+    adv = stackgan_g_loss(out["fake"], out.get("uncond_fake"))
     kl = kl_loss(mu, logvar)
     return adv + kl_coeff * kl, {"g_adv": adv.detach(), "kl": kl.detach()}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+# The official trainer saves netG and netD as separate state-dict files (netG_epoch_*.pth,
+# netD_epoch_last.pth); a fastt2i checkpoint keeps one entry per network and optimiser.
+CHECKPOINT_LAYOUT = register_layout(CheckpointLayout(
+    family="stackgan",
+    title="StackGAN",
+    networks={"netG": ("netG",), "netD": ("netD",)},
+    optimizers={"G": ("optimizerG",), "D": ("optimizerD",)},
+    classes={"netG": Stage1Generator, "netD": Stage1Discriminator},
+    signatures={"netG": ("ca_net.fc.", "upsample4.", "img.0."), "netD": ("encode_img.", "get_cond_logits.")},
+))
+
+
+def load_official_state_dict(model: nn.Module, source) -> nn.Module:
+    """Official StackGAN weights (a path or a loaded state dict: ``netG_epoch_*.pth`` of Stage I or
+    II, ``netD_epoch_last.pth``) into the matching module; ``module.`` prefixes are removed and
+    any mismatch is an error listing the keys."""
+    return load_weights(model, source, CHECKPOINT_LAYOUT)

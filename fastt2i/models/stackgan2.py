@@ -32,6 +32,8 @@ from torch import nn
 from fastt2i.losses import colour_consistency_loss, kl_loss, stackgan2_d_loss, stackgan2_g_loss
 from fastt2i.nn import CondAugment
 
+from ._checkpoint import CheckpointLayout, load_weights, register_layout
+
 
 @dataclass
 class StackGAN2Config:
@@ -72,6 +74,18 @@ class StackGAN2Config:
     @classmethod
     def synthetic(cls, **kw) -> "StackGAN2Config":
         return replace(cls(branch_num=2, ngf=16, ndf=16, c_dim=32, z_dim=32, batch_size=16), **kw)
+
+    PRESETS = ("birds", "synthetic")
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> "StackGAN2Config":
+        if name not in cls.PRESETS:
+            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
+        if name == "synthetic":
+            return cls.synthetic(**kw)
+        if name == "coco" and hasattr(cls, "coco"):
+            return cls.coco(**kw)
+        return replace(cls(), **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -301,3 +315,24 @@ def generator_loss(netsD, fake_imgs: list, mu: torch.Tensor, logvar: torch.Tenso
     kl = kl_loss(mu, logvar) * kl_coeff
     parts["kl"] = kl.detach()
     return total + kl, parts
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def checkpoint_layout(branch_num: int = 3) -> CheckpointLayout:
+    """netG and one netD per stage (the official files: netG_<iteration>.pth, netD0.pth ...)."""
+    networks = {"netG": ("netG",), **{f"netD{i}": ("netsD", f"netD{i}") for i in range(branch_num)}}
+    optimizers = {"G": ("optimizerG",), **{f"D{i}": ("optimizersD", f"optimizerD{i}") for i in range(branch_num)}}
+    return CheckpointLayout(
+        family="stackgan2", title="StackGAN++", networks=networks, optimizers=optimizers,
+        classes={"netG": Generator},
+        signatures={"netG": ("ca_net.fc.", "h_net1.", "img_net1."), "netD0": ("img_code_s16.", "uncond_logits.")})
+
+
+CHECKPOINT_LAYOUT = register_layout(checkpoint_layout(3))
+
+
+def load_official_state_dict(model: nn.Module, source) -> nn.Module:
+    """Official StackGAN++ weights (``netG_*.pth``, saved from ``nn.DataParallel``: the ``module.``
+    prefix is removed; ``netD{i}.pth``) into the matching module, with key errors listed."""
+    return load_weights(model, source, CHECKPOINT_LAYOUT)

@@ -25,3 +25,6 @@ __all__ = [
 from .char_cnn_rnn import ALPHABET, DOC_LENGTH, CharCNNRNN, FixedRNN, encode_characters  # noqa: E402
 
 __all__ += ["ALPHABET", "DOC_LENGTH", "CharCNNRNN", "FixedRNN", "encode_characters"]
+from .char_cnn_rnn import CharCNNRNNConfig, ImageEncoder  # noqa: E402
+
+__all__ += ["CharCNNRNNConfig", "ImageEncoder"]

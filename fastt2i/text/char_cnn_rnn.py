@@ -18,6 +18,7 @@ All parameters start uniform(-0.08, 0.08), as ``train_sje_hybrid.lua`` initialis
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import torch
@@ -135,3 +136,63 @@ class CharCNNRNN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"steps={self.n_steps}, final_pool={self.final_pool}"
+
+
+# ----------------------------------------------------------------------------- joint embedding training
+
+@dataclass
+class CharCNNRNNConfig:
+    """``train_sje_hybrid.lua`` + ``scripts/train_cub_hybrid.sh``: batch 40, RMSprop lr 7e-4 decayed
+    x0.98 per epoch, 200 epochs, symmetric loss; emb_dim 1024.  The image side: the official
+    trains against pre-extracted 1024-d GoogLeNet features with a no-op image encoder; offline
+    there are none, so ``ImageEncoder`` (a small conv net) learns jointly from the pixels."""
+
+    emb_dim: int = 1024
+    cnn_dim: int = 256
+    doc_length: int = DOC_LENGTH
+    final_pool: bool = True
+    dropout: float = 0.0
+    imsize: int = 64
+    image_nf: int = 32
+    batch_size: int = 40
+    lr: float = 7e-4
+    lr_decay: float = 0.98
+    max_epoch: int = 200
+    symmetric: bool = True
+
+    PRESETS = ("birds", "synthetic")
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> "CharCNNRNNConfig":
+        if name not in cls.PRESETS:
+            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
+        return replace(cls(max_epoch=20) if name == "synthetic" else cls(), **kw)
+
+    def encoder_config(self) -> dict:
+        return {"emb_dim": self.emb_dim, "cnn_dim": self.cnn_dim, "doc_length": self.doc_length,
+                "final_pool": self.final_pool, "dropout": self.dropout}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CharCNNRNNConfig":
+        return cls(**d)
+
+
+class ImageEncoder(nn.Module):
+    """Pixels (B, 3, S, S) in [-1, 1] -> image features (B, emb_dim): stride-2 convs with LeakyReLU
+    down to 4x4, average pooling, Linear."""
+
+    def __init__(self, emb_dim: int = 1024, nf: int = 32, imsize: int = 64):
+        super().__init__()
+        layers, c, s = [], 3, imsize
+        while s > 4:
+            out = nf * min(8, 2 ** (len(layers) // 2))
+            layers += [nn.Conv2d(c, out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            c, s = out, s // 2
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, emb_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(images).mean(dim=(2, 3)))

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from fastt2i.losses import kl_loss
-from fastt2i.models import StackGANConfig, build_stackgan, load_official_state_dict
+from fastt2i.models import StackGANConfig, build_stackgan
+from fastt2i.models.stackgan import load_official_state_dict
 from fastt2i.models import stackgan as ours
 from fastt2i.official import stackgan as official
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fastt2i.losses import colour_consistency_loss, mean_covariance
-from fastt2i.models import StackGAN2Config, build_stackgan2, load_official_state_dict
+from fastt2i.models import StackGAN2Config, build_stackgan2
+from fastt2i.models.stackgan2 import load_official_state_dict
 from fastt2i.models import stackgan2 as ours
 from fastt2i.official import stackgan2 as official
 
