@@ -94,7 +94,7 @@ def netR(txt_raw, batch_size, num_caption):  # noqa: N802
 def fDx(netG, netD, real_img, real_txt, wrong_img, noise, cls_weight=0.5):  # noqa: N802, N803
     """The D closure up to errD; the three D evaluations are separate batches, as in Lua."""
     b = real_img.shape[0]
-    label = torch.ones(b, dtype=real_img.dtype)
+    label = torch.ones(b, dtype=real_img.dtype, device=real_img.device)
     err_real = bce_criterion(netD(real_img, real_txt), label)
     err_wrong = 0
     if cls_weight > 0:
@@ -113,7 +113,7 @@ def txt_interp(input_txt):
 
 def fGx(netG, netD, input_txt, noise_interp, interp_weight=1.0):  # noqa: N802, N803
     b = input_txt.shape[0]
-    weights = torch.zeros(b * 3 // 2, dtype=input_txt.dtype)
+    weights = torch.zeros(b * 3 // 2, dtype=input_txt.dtype, device=input_txt.device)
     weights[:b] = 1
     weights[b:] = interp_weight
     txt = txt_interp(input_txt)

@@ -50,7 +50,8 @@ class CA_NET(nn.Module):  # noqa: N801
 
     def reparametrize(self, mu, logvar):
         std = logvar.mul(0.5).exp_()
-        eps = self.ca_eps if self.ca_eps is not None else torch.FloatTensor(std.size()).normal_()
+        # torch.cuda.FloatTensor / torch.FloatTensor by cfg.CUDA: float32 noise on std's device
+        eps = self.ca_eps if self.ca_eps is not None else torch.empty(std.size(), device=std.device).normal_()
         return eps.mul(std).add_(mu)
 
     def forward(self, text_embedding):

@@ -60,7 +60,8 @@ class CA_NET(nn.Module):  # noqa: N801
 
     def reparametrize(self, mu, logvar):
         std = logvar.mul(0.5).exp_()
-        eps = self.ca_eps if self.ca_eps is not None else torch.FloatTensor(std.size()).normal_()
+        # torch.cuda.FloatTensor / torch.FloatTensor by cfg.CUDA: float32 noise on std's device
+        eps = self.ca_eps if self.ca_eps is not None else torch.empty(std.size(), device=std.device).normal_()
         return eps.mul(std).add_(mu)
 
     def forward(self, text_embedding):
@@ -240,8 +241,8 @@ def d_loss(netD, real_imgs, wrong_imgs, fake_imgs, mu, uncond_loss=1.0):  # noqa
     """``train_Dnet`` for one stage, up to ``errD`` (no backward / step)."""
     criterion = nn.BCELoss()
     batch_size = real_imgs.size(0)
-    real_labels = torch.ones(batch_size, dtype=real_imgs.dtype)
-    fake_labels = torch.zeros(batch_size, dtype=real_imgs.dtype)
+    real_labels = torch.ones(batch_size, dtype=real_imgs.dtype, device=real_imgs.device)
+    fake_labels = torch.zeros(batch_size, dtype=real_imgs.dtype, device=real_imgs.device)
     real_logits = netD(real_imgs, mu.detach())
     wrong_logits = netD(wrong_imgs, mu.detach())
     fake_logits = netD(fake_imgs.detach(), mu.detach())
@@ -260,7 +261,7 @@ def g_loss(netsD, fake_imgs, mu, logvar, uncond_loss=1.0, color_loss=0.0, kl_coe
     """``train_Gnet`` up to ``errG_total`` (no backward / step); returns (kl_loss, errG_total)."""
     criterion = nn.BCELoss()
     batch_size = fake_imgs[0].size(0)
-    real_labels = torch.ones(batch_size, dtype=fake_imgs[0].dtype)
+    real_labels = torch.ones(batch_size, dtype=fake_imgs[0].dtype, device=fake_imgs[0].device)
     errG_total = 0
     for i in range(len(netsD)):
         outputs = netsD[i](fake_imgs[i], mu)

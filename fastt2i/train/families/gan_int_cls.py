@@ -64,7 +64,11 @@ class GANINTCLSTrainer(CharTextFamily, Trainer):
 
     def run_step(self, batch) -> dict:
         imgs, captions = batch
-        text = self.encode(captions)
+        return self.train_step(imgs, self.encode(captions))
+
+    def train_step(self, imgs: torch.Tensor, text: torch.Tensor) -> dict:
+        """One D and one G update on images and their (B, 1024) text embeddings."""
+        text = text.to(self.device)
         imgs = imgs.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         B = imgs.shape[0]
         if B % 2:

@@ -71,8 +71,12 @@ class StackGAN2Trainer(CharTextFamily, Trainer):
 
     def run_step(self, batch) -> dict:
         imgs, captions = batch
+        return self.train_step(imgs, self.text(captions))
+
+    def train_step(self, imgs: torch.Tensor, text: torch.Tensor) -> dict:
+        """One update of every stage's D and of G on images and their (B, 1024) text embeddings."""
+        text = text.to(self.device)
         m = self.mcfg
-        text = self.text(captions)
         imgs = imgs.to(self.device, non_blocking=True)
         reals = [x.contiguous(memory_format=self.memory_format) for x in image_pyramid(imgs, m.branch_num)]
         wrongs = [x.roll(1, 0) for x in reals]
