@@ -108,3 +108,29 @@ def test_cli_trains_a_family(tmp_path):
                 "--workers", "0", "--no-progress", "--out", str(tmp_path)]) == 0
     obj = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert obj["fastt2i"]["family"] == "gan-int-cls" and set(obj) >= {"netG", "netD", "optimStateG", "optimStateD"}
+
+
+def test_stackgan_ddp_two_cpu_processes(tmp_path):
+    """D's heads are reached through one PairLogits forward, so DDP all-reduces every D gradient."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path), GLOO_SOCKET_IFNAME="lo")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+           "-m", "fastt2i", "train", "stackgan", "--data", "synthetic:16", "--nf", "8", "--batch-size", "2",
+           "--steps", "2", "--out", str(out), "--workers", "0", "--no-progress", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("the torchrun run did not finish in 300 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["fastt2i"]["step"] == 2 and ckpt["fastt2i"]["world_size"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["netD"].values())
