@@ -65,3 +65,12 @@ def build_dataset(spec: str, split: str = "train", imsize: int = 64, words_num: 
     if not arg:
         raise ValueError(f"data: {kind!r} needs a folder, e.g. '{kind}:/path/to/{kind}'")
     return TextImageDataset(arg, split=split, dataset=kind, imsize=imsize, words_num=words_num, seed=seed)
+
+from .embeddings import (  # noqa: E402
+    CharCNNRNNEmbeddings,
+    EmbeddingFileError,
+    load_char_cnn_rnn_embeddings,
+    load_embedding_pickle,
+)
+
+__all__ += ["CharCNNRNNEmbeddings", "EmbeddingFileError", "load_char_cnn_rnn_embeddings", "load_embedding_pickle"]

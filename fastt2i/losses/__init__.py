@@ -4,3 +4,23 @@ from .damsm import damsm_sentence_loss, damsm_word_loss, sent_loss_official, wor
 
 __all__ = ["LazyRegularizer", "ma_gradient_penalty", "r1_penalty",
            "damsm_word_loss", "damsm_sentence_loss", "words_loss_official", "sent_loss_official"]
+from .joint_embedding import joint_embedding_loss, structured_hinge_loss  # noqa: E402
+
+__all__ += ["joint_embedding_loss", "structured_hinge_loss"]
+from .conditional_gan import (  # noqa: E402
+    bce_logits,
+    colour_consistency_loss,
+    gan_int_g_loss,
+    interpolate_text,
+    kl_loss,
+    matching_aware_d_loss,
+    mean_covariance,
+    stackgan2_d_loss,
+    stackgan2_g_loss,
+    stackgan_d_loss,
+    stackgan_g_loss,
+)
+
+__all__ += ["bce_logits", "colour_consistency_loss", "gan_int_g_loss", "interpolate_text", "kl_loss",
+            "matching_aware_d_loss", "mean_covariance", "stackgan2_d_loss", "stackgan2_g_loss",
+            "stackgan_d_loss", "stackgan_g_loss"]

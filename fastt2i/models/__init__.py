@@ -48,3 +48,10 @@ __all__ = [
     "register_layout",
     "strip_module_prefix",
 ]
+from . import gan_int_cls, stackgan, stackgan2  # noqa: E402
+from .gan_int_cls import GANINTCLSConfig, build_gan_int_cls  # noqa: E402
+from .stackgan import StackGANConfig, build_stackgan  # noqa: E402
+from .stackgan2 import StackGAN2Config, build_stackgan2  # noqa: E402
+
+__all__ += ["gan_int_cls", "stackgan", "stackgan2", "GANINTCLSConfig", "StackGANConfig", "StackGAN2Config",
+            "build_gan_int_cls", "build_stackgan", "build_stackgan2"]

@@ -22,3 +22,9 @@ __all__ = [
     "tokenize",
     "truncate_caption",
 ]
+from .char_cnn_rnn import ALPHABET, DOC_LENGTH, CharCNNRNN, FixedRNN, encode_characters  # noqa: E402
+
+__all__ += ["ALPHABET", "DOC_LENGTH", "CharCNNRNN", "FixedRNN", "encode_characters"]
+from .char_cnn_rnn import CharCNNRNNConfig, ImageEncoder  # noqa: E402
+
+__all__ += ["CharCNNRNNConfig", "ImageEncoder"]
