@@ -174,8 +174,10 @@ def cmd_sample(a) -> int:
     if a.captions_file:
         with open(a.captions_file, encoding="utf-8") as f:
             captions += [line.strip() for line in f if line.strip()]
-    if not captions:
-        raise SystemExit("fastt2i sample: give at least one --caption or --captions-file")
+    # families conditioned on released char-CNN-RNN embeddings can sample from the pickle alone
+    if not captions and not getattr(a, "embeddings", None):
+        raise SystemExit("fastt2i sample: give at least one --caption or --captions-file"
+                         + (" (or --embeddings PICKLE)" if hasattr(a, "embeddings") else ""))
     if a.n < 1:
         raise SystemExit(f"fastt2i sample: --n must be >= 1, got {a.n}")
     print(fam.sample(a, captions, resolve_device(a.device)))

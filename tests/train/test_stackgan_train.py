@@ -82,7 +82,7 @@ def test_stackgan_stage2_on_stage1_and_sampling(tmp_path):
     emb = np.random.default_rng(0).standard_normal((3, 10, 1024)).astype(np.float32)
     with open(tmp_path / "char-CNN-RNN-embeddings.pickle", "wb") as f:
         pickle.dump(emb, f, protocol=2)
-    assert cli(["sample", "stackgan", "--checkpoint", ckpt, "--caption", "unused", "--embeddings",
+    assert cli(["sample", "stackgan", "--checkpoint", ckpt, "--embeddings",
                 str(tmp_path / "char-CNN-RNN-embeddings.pickle"), "--count", "4",
                 "--out", str(tmp_path / "grid_emb.png")]) == 0
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "grid_emb.png").is_file()
