@@ -230,6 +230,13 @@ class OpDispatch:
         take some inputs (an empty list: it can)."""
         self.unsupported_reasons[backend] = unsupported_reasons or (lambda *a, **k: [])
 
+    def register_backends(self, fused: UnsupportedReasons | None = None, **by_backend: UnsupportedReasons) -> None:
+        """Register the reference and every backend of the table that has compiled ops, with
+        ``fused`` (or ``by_backend[name]``) as their reasons: a backend added to the table
+        serves every op that registers this way."""
+        for row in BACKEND_TABLE:
+            self.register(row.name, None if row.op_suffix is None else by_backend.get(row.name, fused))
+
     def fused_ops(self, backend: str):
         """(forward, backward) compiled ops of ``backend`` (a backend with an op suffix)."""
         suffix = _BY_NAME[backend].op_suffix

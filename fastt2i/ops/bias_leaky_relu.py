@@ -173,10 +173,7 @@ class _BiasLeakyReLUFunction(torch.autograd.Function):
 
 
 DISPATCH = _backend.OpDispatch("bias_leaky_relu", op="bias_leaky_relu")
-DISPATCH.register("reference")
-DISPATCH.register("cpu")
-DISPATCH.register("cuda")
-DISPATCH.register("triton")
+DISPATCH.register_backends()
 
 
 def _validate(x, bias, negative_slope) -> float:

@@ -151,17 +151,23 @@ def _chunk_images(M: int, N: int, BT: int) -> int:
 if triton is not None:
 
     @triton.jit
+    def _pair_words(pid, B, T, len_ptr, BLOCK_T: tl.constexpr):
+        """Program ``pid`` takes image j = pid // B and caption i = pid % B: the word offsets w
+        and which of them are real words (w < len_i, len_i clamped to [1, T]: never out of bounds)."""
+        j = pid // B
+        i = pid % B
+        length = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)
+        w = tl.arange(0, BLOCK_T)
+        return j, i, w, w < length
+
+    @triton.jit
     def _attention_kernel(s_ptr, alpha_ptr, bt_ptr, len_ptr, B, T, N, BT, gamma1,
                           WRITE_ALPHA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
         # One program per (image j, caption i): the (N, T) block of columns i*T.. of S[j].
         # Pass 1: row softmax over words, running log-sum-exp over regions of gamma1*alpha.
         # Pass 2: recompute alpha and write beta (and alpha for the backward).
         pid = tl.program_id(0)
-        j = pid // B
-        i = pid % B
-        L = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)  # never out of bounds
-        w = tl.arange(0, BLOCK_T)
-        w_ok = w < L
+        j, i, w, w_ok = _pair_words(pid, B, T, len_ptr, BLOCK_T)
         base = j.to(tl.int64) * N * BT + i * T
         run_max = tl.full([BLOCK_T], float("-inf"), tl.float32)
         run_sum = tl.zeros([BLOCK_T], dtype=tl.float32)
@@ -203,11 +209,7 @@ if triton is not None:
         # One program per pair: cosines of the T context rows with the words, R = lse(gamma2*cos);
         # in the backward also dR/dC (into g), the coefficients of dR/dE and sum_d dC*C.
         pid = tl.program_id(0)
-        j = pid // B
-        i = pid % B
-        L = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)  # never out of bounds
-        w = tl.arange(0, BLOCK_T)
-        w_ok = w < L
+        j, i, w, w_ok = _pair_words(pid, B, T, len_ptr, BLOCK_T)
         dot = tl.zeros([BLOCK_T], dtype=tl.float32)
         aa = tl.zeros([BLOCK_T], dtype=tl.float32)
         bb = tl.zeros([BLOCK_T], dtype=tl.float32)
@@ -262,11 +264,7 @@ if triton is not None:
         # (Then the dE GEMM H^T V also yields the cross_coef * c term of dR/de, c = Beta^T V,
         # and the E H^T term of dV restores the cross_coef * e taken out of g.)
         pid = tl.program_id(0)
-        j = pid // B
-        i = pid % B
-        L = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)  # never out of bounds
-        w = tl.arange(0, BLOCK_T)
-        w_ok = w < L
+        j, i, w, w_ok = _pair_words(pid, B, T, len_ptr, BLOCK_T)
         cross_coef = tl.load(cross_coef_ptr + pid * T + w, mask=w_ok, other=0.0)
         c_dot_gc = tl.load(c_dot_gc_ptr + pid * T + w, mask=w_ok, other=0.0)
         base = j.to(tl.int64) * N * BT + i * T
@@ -430,10 +428,7 @@ def _triton_unsupported_reasons(words, lengths, regions):
 
 
 DISPATCH = _backend.OpDispatch("damsm_word_scores", op="damsm_word")
-DISPATCH.register("reference")
-DISPATCH.register("cpu")
-DISPATCH.register("cuda", _cuda_unsupported_reasons)
-DISPATCH.register("triton", _triton_unsupported_reasons)
+DISPATCH.register_backends(cuda=_cuda_unsupported_reasons, triton=_triton_unsupported_reasons)
 
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)

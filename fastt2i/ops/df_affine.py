@@ -226,10 +226,7 @@ def _compiled_unsupported_reasons(x, gamma, beta):
 
 
 DISPATCH = _backend.OpDispatch("df_affine", op="df_affine")
-DISPATCH.register("reference")
-DISPATCH.register("cpu", _compiled_unsupported_reasons)
-DISPATCH.register("cuda", _compiled_unsupported_reasons)
-DISPATCH.register("triton", _compiled_unsupported_reasons)
+DISPATCH.register_backends(_compiled_unsupported_reasons)
 
 
 def _validate(x, gamma, beta, negative_slope) -> float:

@@ -204,10 +204,7 @@ class _GradientPenaltyFunction(torch.autograd.Function):
 
 
 DISPATCH = _backend.OpDispatch("gradient_penalty", op="gradient_penalty")
-DISPATCH.register("reference")
-DISPATCH.register("cpu")
-DISPATCH.register("cuda")
-DISPATCH.register("triton")
+DISPATCH.register_backends()
 
 
 def _validate(grads, k, p, scale):

@@ -383,10 +383,7 @@ def _compiled_unsupported_reasons(regions, words, mask):
 
 
 DISPATCH = _backend.OpDispatch("word_region_attention", op="word_region_attention")
-DISPATCH.register("reference")
-DISPATCH.register("cpu", _compiled_unsupported_reasons)
-DISPATCH.register("cuda", _compiled_unsupported_reasons)
-DISPATCH.register("triton", _compiled_unsupported_reasons)
+DISPATCH.register_backends(_compiled_unsupported_reasons)
 
 
 def _validate(regions, words, mask, return_attention) -> None:
