@@ -11,6 +11,7 @@ import torch
 from benchmarks.common import Case, backend_provider, compiled_provider, fused_backends, saved_tensor_bytes
 from fastt2i import losses, ops
 from fastt2i.losses import damsm as damsm_losses
+from fastt2i.official import damsm as official_damsm
 from fastt2i.ops import damsm
 
 # (label, B = M, D, T, H = W): DAMSM pretraining (batch 48, CUB), AttnGAN CUB (20) and COCO (14, T 12).
@@ -33,7 +34,7 @@ def _inputs(B, D, T, S, device, seed=0):
 def _official(words, lengths, regions, class_ids):
     B = words.shape[0]
     labels = torch.arange(B, device=words.device)
-    loss0, loss1, _ = losses.words_loss_official(regions, words, labels, lengths, class_ids, B)
+    loss0, loss1, _ = official_damsm.words_loss(regions, words, labels, lengths, class_ids, B)
     return loss0 + loss1
 
 

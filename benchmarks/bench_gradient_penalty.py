@@ -20,7 +20,7 @@ from torch import nn
 from benchmarks.common import Case, backend_provider, compiled_provider, fused_backends, fwd_bwd
 from fastt2i import ops
 from fastt2i.losses import ma_gradient_penalty
-from fastt2i.models import dfgan_official
+from fastt2i.official import dfgan as dfgan_official
 from fastt2i.models.dfgan import NetC, NetD
 
 

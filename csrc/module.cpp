@@ -5,6 +5,15 @@
 
 #include <string>
 
+// Limits that the Python side repeats (fastt2i.ops: MAX_LAYERS, MAX_WORDS, ...), exported by
+// limits() so that a test holds both sides to the same values.
+#include "damsm_host.h"
+#include "df_affine_host.h"
+#include "word_region_attention_host.h"
+#ifdef FASTT2I_WITH_CUDA
+#include "cuda/kernels.h"
+#endif
+
 namespace {
 
 bool with_cuda() {
@@ -28,10 +37,22 @@ std::string build_info() {
   return info;
 }
 
+pybind11::dict limits() {
+  pybind11::dict out;
+  out["df_affine_max_layers"] = fastt2i::kDfAffineMaxLayers;
+  out["word_region_attention_max_words"] = fastt2i::kWraMaxWords;
+  out["damsm_chunk_elements"] = fastt2i::kDamsmChunkElements;
+#ifdef FASTT2I_WITH_CUDA
+  out["damsm_max_words_cuda"] = fastt2i::cuda::kDamsmMaxWords;
+#endif
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastt2i compiled kernels (CPU, and CUDA when built with it)";
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
   m.def("build_info", &build_info, "compiler, CUDA architectures and OpenMP of this build");
+  m.def("limits", &limits, "the kernels' size limits (also written in fastt2i.ops), by name");
 }

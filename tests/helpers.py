@@ -1,7 +1,9 @@
-"""Shared test helpers: relative errors and backend parametrisation."""
+"""Shared test helpers: relative errors, tolerances and backend parametrisation."""
+import pytest
 import torch
 
 from fastt2i import ops
+from fastt2i.ops import _backend
 
 # Relative-error bounds from the project's standards.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -20,11 +22,57 @@ def assert_rel_close(actual, expected, tol, what=""):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:.3g}"
 
 
+def assert_low_precision_close(fused, eager, exact, dtype, what="", factor=2.0):
+    """flash-attention's rule for float16/bfloat16 inputs (``dtype``), beside the absolute
+    bound TOL[dtype]: the fused result's error against a float64 ``exact`` is at most
+    ``factor`` (2) times the error of the eager reference run at the same precision (plus
+    the float32 bound, for float32 results such as parameter gradients, which both
+    compute alike and so err by next to nothing)."""
+    assert_rel_close(fused, exact, TOL[dtype], what)
+    fused_err, eager_err = rel_error(fused, exact), rel_error(eager, exact)
+    assert fused_err <= factor * eager_err + TOL[torch.float32], (
+        f"{what}: error {fused_err:.3g} against float64 > {factor:g} x the eager reference's {eager_err:.3g}")
+
+
 def backend_device(name: str) -> str:
     if name == "cuda" or (name == "triton" and torch.cuda.is_available()):
         return "cuda"
     return "cpu"
 
 
-def fused_backends() -> list[str]:
-    return [b for b in ops.available_backends() if b != "reference"]
+def backend_params(*names: str) -> list:
+    """``names`` (default: every backend, in priority order) as pytest parameters; a backend that
+    cannot run in this process is collected and skipped with the dispatcher's own reason."""
+    names = names or tuple(row.name for row in _backend.BACKEND_TABLE)
+    return [pytest.param(name, marks=requires_backend(name)) for name in names]
+
+
+def fused_backend_names() -> tuple[str, ...]:
+    """Every backend with compiled (non-reference) kernels, available here or not."""
+    return tuple(row.name for row in _backend.BACKEND_TABLE if row.op_suffix is not None)
+
+
+def fused_backends() -> list:
+    """Every fused backend as pytest parameters (skipped, with the reason, where unavailable)."""
+    return backend_params(*fused_backend_names())
+
+
+def float64_backends() -> list:
+    """The backends whose kernels take float64 (gradcheck), as pytest parameters."""
+    return backend_params(*(row.name for row in _backend.BACKEND_TABLE if row.float64))
+
+
+def requires_backend(name: str):
+    """Mark: skip unless backend ``name`` can run here, with the dispatcher's reason."""
+    return pytest.mark.skipif(name not in ops.available_backends(),
+                              reason=f"backend {name!r} unavailable: {_backend._why_unavailable(name)}")
+
+
+def sweep_backends() -> list:
+    """``fused_backends()`` for the large shape/layout sweeps: on CPU the Triton kernels run in
+    the interpreter (slow), so those cases are also marked ``slow`` (``make test-fast`` skips
+    them; the op contract still runs Triton on one input of every op)."""
+    interpreted = not torch.cuda.is_available()
+    return [pytest.param(name, marks=[requires_backend(name)]
+                         + ([pytest.mark.slow] if name == "triton" and interpreted else []))
+            for name in fused_backend_names()]

@@ -2,10 +2,9 @@
 sentence-level matching, cross-entropy both ways over gamma3 * scores.
 
 ``damsm_word_loss`` / ``damsm_sentence_loss`` are the fast forms (the word scores come from
-the fused op ``fastt2i.ops.damsm_word_scores``).  ``words_loss_official`` /
-``sent_loss_official`` transcribe the official functions literally (configuration values
-passed as arguments instead of ``cfg``): they are the specification and the benchmark
-baseline.
+the fused op ``fastt2i.ops.damsm_word_scores``).  The official ``words_loss`` /
+``sent_loss`` (the specification and the benchmark baseline) are in
+``fastt2i.official.damsm``.
 
 Both return ``(loss0, loss1)`` like the official code: ``loss0`` is the cross-entropy of
 each image over the captions (rows of the (images x captions) logits), ``loss1`` of each
@@ -17,91 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import damsm as _damsm
 from ..ops import damsm_word_scores
-
-COS_EPS = 1e-8
-
-
-# ----------------------------------------------------------------------------- official, literal
-
-def sent_loss_official(cnn_code, rnn_code, labels, class_ids, batch_size, eps=1e-8, gamma3=10.0):
-    """AttnGAN's ``sent_loss`` (class_ids a numpy array or None; cfg.TRAIN.SMOOTH.GAMMA3 = gamma3)."""
-    masks = []
-    if class_ids is not None:
-        for i in range(batch_size):
-            mask = (class_ids == class_ids[i]).astype(np.uint8)
-            mask[i] = 0
-            masks.append(mask.reshape((1, -1)))
-        masks = np.concatenate(masks, 0)
-        masks = torch.ByteTensor(masks).to(cnn_code.device)
-    if cnn_code.dim() == 2:
-        cnn_code = cnn_code.unsqueeze(0)
-        rnn_code = rnn_code.unsqueeze(0)
-    cnn_code_norm = torch.norm(cnn_code, 2, dim=2, keepdim=True)
-    rnn_code_norm = torch.norm(rnn_code, 2, dim=2, keepdim=True)
-    scores0 = torch.bmm(cnn_code, rnn_code.transpose(1, 2))
-    norm0 = torch.bmm(cnn_code_norm, rnn_code_norm.transpose(1, 2))
-    scores0 = scores0 / norm0.clamp(min=eps) * gamma3
-    scores0 = scores0.squeeze()
-    if class_ids is not None:
-        masks_bool = masks.to(torch.bool)
-        scores0.data.masked_fill_(masks_bool, -float("inf"))
-    scores1 = scores0.transpose(0, 1)
-    if labels is not None:
-        loss0 = nn.CrossEntropyLoss()(scores0, labels)
-        loss1 = nn.CrossEntropyLoss()(scores1, labels)
-    else:
-        loss0, loss1 = None, None
-    return loss0, loss1
-
-
-def words_loss_official(img_features, words_emb, labels, cap_lens, class_ids, batch_size,
-                        gamma1=4.0, gamma2=5.0, gamma3=10.0):
-    """AttnGAN's ``words_loss``: returns (loss0, loss1, att_maps)."""
-    masks = []
-    att_maps = []
-    similarities = []
-    cap_lens = cap_lens.data.tolist()
-    for i in range(batch_size):
-        if class_ids is not None:
-            mask = (class_ids == class_ids[i]).astype(np.uint8)
-            mask[i] = 0
-            masks.append(mask.reshape((1, -1)))
-        words_num = cap_lens[i]
-        word = words_emb[i, :, :words_num].unsqueeze(0).contiguous()
-        word = word.repeat(batch_size, 1, 1)
-        context = img_features
-        weiContext, attn = _damsm.func_attention_official(word, context, gamma1)
-        att_maps.append(attn[i].unsqueeze(0).contiguous())
-        word = word.transpose(1, 2).contiguous()
-        weiContext = weiContext.transpose(1, 2).contiguous()
-        word = word.view(batch_size * words_num, -1)
-        weiContext = weiContext.view(batch_size * words_num, -1)
-        row_sim = _damsm.cosine_similarity_official(word, weiContext)
-        row_sim = row_sim.view(batch_size, words_num)
-        row_sim.mul_(gamma2).exp_()
-        row_sim = row_sim.sum(dim=1, keepdim=True)
-        row_sim = torch.log(row_sim)
-        similarities.append(row_sim)
-    similarities = torch.cat(similarities, 1)
-    if class_ids is not None:
-        masks = np.concatenate(masks, 0)
-        masks = torch.ByteTensor(masks).to(similarities.device)
-    similarities = similarities * gamma3
-    if class_ids is not None:
-        masks_bool = masks.to(torch.bool)
-        similarities.data.masked_fill_(masks_bool, -float("inf"))
-    similarities1 = similarities.transpose(0, 1)
-    if labels is not None:
-        loss0 = nn.CrossEntropyLoss()(similarities, labels)
-        loss1 = nn.CrossEntropyLoss()(similarities1, labels)
-    else:
-        loss0, loss1 = None, None
-    return loss0, loss1, att_maps
+from ..ops.damsm import COS_EPS
 
 
 # ----------------------------------------------------------------------------- fast forms

@@ -24,7 +24,6 @@ from .word_region_attention import (
 from .damsm import (
     damsm_attention,
     damsm_word_scores,
-    damsm_word_scores_official,
     damsm_word_scores_reference,
 )
 
@@ -49,6 +48,5 @@ __all__ = [
     "official_region_mask",
     "damsm_word_scores",
     "damsm_word_scores_reference",
-    "damsm_word_scores_official",
     "damsm_attention",
 ]

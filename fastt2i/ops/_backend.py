@@ -1,9 +1,11 @@
 """Backend registry and selection shared by every fused op.
 
-Each op registers, per backend, a ``supports(*args)`` function returning the list
-of reasons it cannot take these inputs (empty list = it can).  ``auto`` walks a
-priority list for the inputs' device and takes the first available backend with
-no reasons; an explicit choice that cannot run raises with the reasons.
+The backends are rows of a table (``BACKEND_TABLE``: devices, compiled-op names,
+dtypes, availability), so an added backend is one row.  Each op registers, per backend,
+an ``unsupported_reasons(*args)`` function returning the reasons it cannot take these
+inputs (empty list = it can).  ``auto`` walks the table in order for the inputs' device
+and takes the first available backend with no reasons; an explicit choice that cannot
+run raises with the reasons.
 """
 from __future__ import annotations
 
@@ -19,9 +21,6 @@ import torch
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 _CHOICES = BACKENDS + ("auto",)
-# Priority of ``auto`` by device type.  Triton is never auto-picked on CPU: the
-# interpreter is for testing, not speed.
-_AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
 
 def _check_name(name: str) -> str:
@@ -100,20 +99,77 @@ def extension():
     return _ext_module
 
 
-def _why_unavailable(name: str) -> str:
-    if name == "triton":
-        if not _triton_installed():
-            return "Triton is not installed."
-        return "Triton needs a CUDA device, or TRITON_INTERPRET=1 for CPU tensors."
-    if name in ("cpu", "cuda"):
-        ext = extension()
-        if ext is None:
-            return f"The compiled extension is not built: {_ext_error}"
-        if name == "cuda":
-            if not ext.with_cuda():
-                return "The extension was built without CUDA kernels."
-            return "No CUDA device is visible."
+def _extension_missing() -> str:
+    return "" if extension() is not None else f"The compiled extension is not built: {_ext_error}"
+
+
+def _cuda_missing() -> str:
+    ext = extension()
+    if ext is None:
+        return _extension_missing()
+    if not ext.with_cuda():
+        return "The extension was built without CUDA kernels."
+    if not torch.cuda.is_available():
+        return "No CUDA device is visible."
     return ""
+
+
+def _triton_missing() -> str:
+    if not _triton_installed():
+        return "Triton is not installed."
+    if not (torch.cuda.is_available() or triton_interpret()):
+        return "Triton needs a CUDA device, or TRITON_INTERPRET=1 for CPU tensors."
+    return ""
+
+
+def _triton_devices() -> tuple[str, ...]:
+    return ("cuda", "cpu") if triton_interpret() else ("cuda",)
+
+
+# ----------------------------------------------------------------------------- the backend table
+
+@dataclass(frozen=True)
+class Backend:
+    """What one backend is, as data; the dispatcher has no code of its own per backend.
+
+    The table's order is the priority of ``auto`` (and of ``available_backends()``).
+    """
+
+    name: str
+    # device types of the tensors it takes, None for any (a function: Triton takes CPU
+    # tensors only under TRITON_INTERPRET=1), and how to say so when it is refused
+    devices: Callable[[], "tuple[str, ...] | None"]
+    devices_text: str
+    # device types for which ``auto`` may pick it, None for any (never Triton on CPU:
+    # the interpreter is for testing, not speed)
+    auto_devices: "tuple[str, ...] | None"
+    # the compiled ops of op ``x`` are ``torch.ops.fastt2i.<x>_fwd<op_suffix>`` and
+    # ``..._bwd<op_suffix>``; None: plain PyTorch (the op's reference)
+    op_suffix: str | None
+    # whether its kernels take float64 (the Triton kernels compute in float32)
+    float64: bool
+    # why it cannot run in this process ("" when it can)
+    missing: Callable[[], str]
+
+
+BACKEND_TABLE: tuple[Backend, ...] = (
+    Backend("cuda", lambda: ("cuda",), "CUDA tensors", ("cuda",), "", True, _cuda_missing),
+    Backend("triton", _triton_devices, "CUDA tensors (or CPU tensors with TRITON_INTERPRET=1)", ("cuda",),
+            "_triton", False, _triton_missing),
+    Backend("cpu", lambda: ("cpu",), "CPU tensors", ("cpu",), "", True, _extension_missing),
+    Backend("reference", lambda: None, "any tensors", None, None, True, lambda: ""),
+)
+_BY_NAME = {row.name: row for row in BACKEND_TABLE}
+assert set(_BY_NAME) == set(BACKENDS)
+
+
+def backend_info(name: str) -> Backend:
+    """The table row of backend ``name``."""
+    return _BY_NAME[name]
+
+
+def _why_unavailable(name: str) -> str:
+    return _BY_NAME[name].missing()
 
 
 _available: tuple | None = None
@@ -132,62 +188,70 @@ def available_backends() -> list[str]:
 
 def refresh_available_backends() -> None:
     global _available
-    out = []
-    ext = extension()
-    gpu = torch.cuda.is_available()
-    if ext is not None and ext.with_cuda() and gpu:
-        out.append("cuda")
-    if _triton_installed() and (gpu or triton_interpret()):
-        out.append("triton")
-    if ext is not None:
-        out.append("cpu")
-    out.append("reference")
-    _available = tuple(out)
+    _available = tuple(row.name for row in BACKEND_TABLE if not row.missing())
 
 
 # ----------------------------------------------------------------------------- per-op dispatch
 
-Supports = Callable[..., "list[str]"]
+UnsupportedReasons = Callable[..., "list[str]"]
 
 
 def _device_reasons(backend: str, device: torch.device) -> list[str]:
-    if backend == "cpu" and device.type != "cpu":
-        return [f"the cpu backend takes CPU tensors, got {device.type}"]
-    if backend == "cuda" and device.type != "cuda":
-        return [f"the cuda backend takes CUDA tensors, got {device.type}"]
-    if backend == "triton" and device.type != "cuda" and not (device.type == "cpu" and triton_interpret()):
-        return [f"triton takes CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device.type}"]
-    return []
+    row = _BY_NAME[backend]
+    devices = row.devices()
+    if devices is None or device.type in devices:
+        return []
+    return [f"the {backend} backend takes {row.devices_text}, got {device.type}"]
 
 
-def _triton_dtype_reasons(args) -> list[str]:
-    """The Triton kernels of every op compute in float32 for float32/float16/bfloat16 inputs."""
+def _float64_reasons(backend: str, args) -> list[str]:
     for arg in args:
         tensors = arg if isinstance(arg, (list, tuple)) else (arg,)
         if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tensors):
-            return ["Triton kernels take float32/float16/bfloat16, got float64"]
+            return [f"the {backend} kernels take float32/float16/bfloat16, got float64"]
     return []
 
 
 @dataclass
 class OpDispatch:
-    """Which backends implement one op, and what each of them accepts."""
+    """Which backends implement one op, what each of them refuses, and its compiled ops.
+
+    ``name`` names the op in errors; the compiled ops of a backend are looked up in the
+    backend table from ``op`` (``torch.ops.fastt2i.<op>_fwd`` / ``_bwd`` plus the
+    backend's suffix).
+    """
 
     name: str
-    supports: dict = field(default_factory=dict)
+    op: str = ""
+    unsupported_reasons: dict = field(default_factory=dict)
 
-    def register(self, backend: str, supports: Supports | None = None) -> None:
-        self.supports[backend] = supports or (lambda *a, **k: [])
+    def register(self, backend: str, unsupported_reasons: UnsupportedReasons | None = None) -> None:
+        """``backend`` implements this op; ``unsupported_reasons(*args)`` lists why it cannot
+        take some inputs (an empty list: it can)."""
+        self.unsupported_reasons[backend] = unsupported_reasons or (lambda *a, **k: [])
+
+    def register_backends(self, fused: UnsupportedReasons | None = None, **by_backend: UnsupportedReasons) -> None:
+        """Register the reference and every backend of the table that has compiled ops, with
+        ``fused`` (or ``by_backend[name]``) as their reasons: a backend added to the table
+        serves every op that registers this way."""
+        for row in BACKEND_TABLE:
+            self.register(row.name, None if row.op_suffix is None else by_backend.get(row.name, fused))
+
+    def fused_ops(self, backend: str):
+        """(forward, backward) compiled ops of ``backend`` (a backend with an op suffix)."""
+        suffix = _BY_NAME[backend].op_suffix
+        namespace = torch.ops.fastt2i
+        return getattr(namespace, f"{self.op}_fwd{suffix}"), getattr(namespace, f"{self.op}_bwd{suffix}")
 
     def reasons(self, backend: str, device: torch.device, *args, **kwargs) -> list[str]:
-        if backend not in self.supports:
+        if backend not in self.unsupported_reasons:
             return [f"{self.name} has no {backend} implementation"]
         if backend not in _available:
             return [f"{backend} is not available: {_why_unavailable(backend)}"]
         why = _device_reasons(backend, device)
-        if backend == "triton":
-            why += _triton_dtype_reasons(args)
-        return why + list(self.supports[backend](*args, **kwargs))
+        if not _BY_NAME[backend].float64:
+            why += _float64_reasons(backend, args)
+        return why + list(self.unsupported_reasons[backend](*args, **kwargs))
 
     def select(self, device: torch.device, *args, **kwargs) -> str:
         requested = get_backend()
@@ -196,11 +260,12 @@ class OpDispatch:
             if why:
                 raise ValueError(f"{self.name}: backend {requested!r} cannot run these inputs: " + "; ".join(why))
             return requested
-        order = _AUTO_ORDER.get(device.type, ("reference",))
         collected = {}
-        for backend in order:
-            why = self.reasons(backend, device, *args, **kwargs)
+        for row in BACKEND_TABLE:
+            if row.auto_devices is not None and device.type not in row.auto_devices:
+                continue
+            why = self.reasons(row.name, device, *args, **kwargs)
             if not why:
-                return backend
-            collected[backend] = why
+                return row.name
+            collected[row.name] = why
         raise ValueError(f"{self.name}: no backend can run these inputs: {collected}")

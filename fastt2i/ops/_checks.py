@@ -49,3 +49,21 @@ def layout_of(x: torch.Tensor) -> torch.memory_format:
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 arithmetic for half inputs, float64 for float64."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense (every element of one storage span used once, in any order)."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def batch_major(t: torch.Tensor) -> bool:
+    """Sample b occupies the flat memory span [b*N, (b+1)*N) (N = numel / B), in any order inside."""
+    B = t.shape[0]
+    return is_dense(t) and (B <= 1 or t.numel() == 0 or t.stride(0) * B == t.numel())

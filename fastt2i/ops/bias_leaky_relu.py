@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from . import _backend, _checks
 from ._library import define
+from ._triton import tl, triton
 
 
 # ----------------------------------------------------------------------------- reference
@@ -38,24 +39,12 @@ def bias_leaky_relu_reference(x, bias=None, negative_slope: float = 0.2):
 
 # ----------------------------------------------------------------------------- layouts
 
-def is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense (every element of one storage span used once, in any order)."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def _kernel_input(x: torch.Tensor, has_bias: bool) -> torch.Tensor:
     """What the kernels take: with a bias, NCHW-contiguous or NHWC 4-D (the channel of an
     element follows from its flat index); without one, any dense layout (flat elementwise)."""
     if has_bias:
         return x.contiguous(memory_format=_checks.layout_of(x))
-    return x if is_dense(x) else x.contiguous()
+    return x if _checks.is_dense(x) else x.contiguous()
 
 
 def _like(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -76,7 +65,7 @@ def _fake_forward(x, bias, negative_slope):
 
 
 def _fake_backward(grad, y, negative_slope):
-    return torch.empty_like(y if is_dense(y) else y.contiguous())
+    return torch.empty_like(y if _checks.is_dense(y) else y.contiguous())
 
 
 torch.library.register_fake("fastt2i::bias_leaky_relu_fwd")(_fake_forward)
@@ -84,12 +73,6 @@ torch.library.register_fake("fastt2i::bias_leaky_relu_bwd")(_fake_backward)
 
 
 # ----------------------------------------------------------------------------- Triton kernels
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # Triton is optional
-    triton = None
 
 _BLOCK = 1024
 
@@ -135,7 +118,7 @@ if triton is not None:
 
     @torch.library.triton_op("fastt2i::bias_leaky_relu_bwd_triton", mutates_args=())
     def _blrelu_bwd_triton(grad: torch.Tensor, y: torch.Tensor, negative_slope: float) -> torch.Tensor:
-        y = y if is_dense(y) else y.contiguous()
+        y = y if _checks.is_dense(y) else y.contiguous()
         grad = _like(grad, y)
         out = torch.empty_like(y)
         n = y.numel()
@@ -148,12 +131,6 @@ if triton is not None:
 
 # ----------------------------------------------------------------------------- autograd + dispatch
 
-def _fused_ops(backend: str):
-    if backend == "triton":
-        return torch.ops.fastt2i.bias_leaky_relu_fwd_triton, torch.ops.fastt2i.bias_leaky_relu_bwd_triton
-    return torch.ops.fastt2i.bias_leaky_relu_fwd, torch.ops.fastt2i.bias_leaky_relu_bwd
-
-
 class _BiasLeakyReLUGrad(torch.autograd.Function):
     """``dy -> dy * m(y)``: linear in dy, so its backward is itself (any order stays fused)."""
 
@@ -161,7 +138,7 @@ class _BiasLeakyReLUGrad(torch.autograd.Function):
     def forward(ctx, grad, y, negative_slope, backend):
         ctx.save_for_backward(y)
         ctx.negative_slope, ctx.backend = negative_slope, backend
-        _, backward = _fused_ops(backend)
+        _, backward = DISPATCH.fused_ops(backend)
         return backward(_like(grad, y), y, negative_slope)
 
     @staticmethod
@@ -176,7 +153,7 @@ class _BiasLeakyReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, negative_slope, backend):
-        forward, _ = _fused_ops(backend)
+        forward, _ = DISPATCH.fused_ops(backend)
         b = None if bias is None else bias.to(_checks.accumulate_dtype(x.dtype)).contiguous()
         y = forward(_kernel_input(x, bias is not None), b, negative_slope)
         ctx.save_for_backward(y)
@@ -195,11 +172,8 @@ class _BiasLeakyReLUFunction(torch.autograd.Function):
         return dx, db, None, None
 
 
-DISPATCH = _backend.OpDispatch("bias_leaky_relu")
-DISPATCH.register("reference")
-DISPATCH.register("cpu")
-DISPATCH.register("cuda")
-DISPATCH.register("triton")
+DISPATCH = _backend.OpDispatch("bias_leaky_relu", op="bias_leaky_relu")
+DISPATCH.register_backends()
 
 
 def _validate(x, bias, negative_slope) -> float:

@@ -19,13 +19,22 @@ The official loop runs ``func_attention`` once per caption with the caption repe
 for every image.  Here the fused backends run all M x B pairs together:
 
   forward   S = V^T [E_1 .. E_B]   one GEMM for all pairs            (M, N, B*T)
-            stage A: softmax over words, then gamma1-softmax over regions, per pair
+            attention kernel: softmax over words, then gamma1-softmax over regions, per pair
             C = Beta^T V                one batched GEMM              (M, B*T, D)
-            stage B: cosines and R per pair
-  backward  stage B again, now also forming dR/dC; dBeta = V^T dC (one batched GEMM);
-            stage C fuses both softmax backwards; then dV and dE are GEMMs.
+            cosine kernel: cosines and R per pair
+  backward  the cosine kernel again, now also forming dR/dC; dBeta = V^T dC (one batched
+            GEMM); the softmax-backward kernel fuses both softmax backwards; then dV and dE
+            are GEMMs.
 
-The stages are fused kernels (C++/OpenMP, CUDA, Triton) over all pairs at once; the
+(The C++ sources call the three kernels stages A, B and C.)  In the backward, with
+``gcos = dR/dcos`` per word, ``cos = e.c / (|e| |c|)``:
+
+    cross_coef = gcos / (|e| |c|)          coefficient of e in dR/dc, and of c in dR/de
+    self_coef  = -gcos * cos / |e|^2       coefficient of e in dR/de
+    c_dot_gc   = <c, dR/dc> = sum_n beta[n] dR/dbeta[n]   the row term of the softmax
+                                           backward over the regions
+
+The kernels are fused (C++/OpenMP, CUDA, Triton) over all pairs at once; the
 contractions go to the platform GEMM (MKL/cuBLAS).  When a gradient is needed the
 forward saves alpha, beta and C (GEMM outputs: recomputing them would add two GEMMs to
 the six of forward + backward) and the backward recomputes only the elementwise parts; without
@@ -37,91 +46,23 @@ each caption likewise); the Triton backend keeps the padded B*T columns and mask
 The official loop keeps every caption's repeated copies and attention maps for its
 backward instead.
 
-Here: the official loop (literal transcription, the benchmark baseline), the
-vectorised reference, the Triton stage kernels, the schema of the compiled kernels
+The official loop (the specification and the benchmark baseline) is
+``fastt2i.official.damsm.word_scores``.  Here: the vectorised reference, the Triton kernels, the schema of the compiled kernels
 (``csrc/cpu/damsm.cpp``, ``csrc/cuda/damsm*.c*``), one autograd for every fused
 backend, and the public function.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from . import _backend, _checks
 from ._library import define
+from ._triton import tl, triton
 
-COS_EPS = 1e-8
-MAX_WORDS_CUDA = 512  # the CUDA stage kernels keep a few floats per word in shared memory
+COS_EPS = 1e-8  # AttnGAN's cosine_similarity: x.y / max(|x| |y|, eps); used by fastt2i.losses too
+MAX_WORDS_CUDA = 512  # the CUDA kernels keep a few floats per word in shared memory
 # Elements of one (images x regions x captions*words) intermediate per chunk of images.
 _CHUNK_ELEMENTS = 1 << 24
-
-
-# ----------------------------------------------------------------------------- official loop
-
-def cosine_similarity_official(x1, x2, dim=1, eps=1e-8):
-    """AttnGAN's ``miscc/losses.py: cosine_similarity``, verbatim."""
-    w12 = torch.sum(x1 * x2, dim)
-    w1 = torch.norm(x1, 2, dim)
-    w2 = torch.norm(x2, 2, dim)
-    return (w12 / (w1 * w2).clamp(min=eps)).squeeze()
-
-
-def func_attention_official(query, context, gamma1):
-    """AttnGAN's ``GlobalAttention.py: func_attention``, verbatim.
-
-    query: batch x ndf x queryL; context: batch x ndf x ih x iw.
-    Returns weightedContext (batch x ndf x queryL) and attn (batch x queryL x ih x iw).
-    """
-    batch_size, queryL = query.size(0), query.size(2)
-    ih, iw = context.size(2), context.size(3)
-    sourceL = ih * iw
-    context = context.view(batch_size, -1, sourceL)
-    contextT = torch.transpose(context, 1, 2).contiguous()
-    attn = torch.bmm(contextT, query)  # Eq. (7)
-    attn = attn.view(batch_size * sourceL, queryL)
-    attn = nn.Softmax(dim=1)(attn)  # Eq. (8): over the words
-    attn = attn.view(batch_size, sourceL, queryL)
-    attn = torch.transpose(attn, 1, 2).contiguous()
-    attn = attn.view(batch_size * queryL, sourceL)
-    attn = attn * gamma1  # Eq. (9): over the regions
-    attn = nn.Softmax(dim=1)(attn)
-    attn = attn.view(batch_size, queryL, sourceL)
-    attnT = torch.transpose(attn, 1, 2).contiguous()
-    weightedContext = torch.bmm(context, attnT)
-    return weightedContext, attn.view(batch_size, -1, ih, iw)
-
-
-def damsm_word_scores_official(words, lengths, regions, gamma1=4.0, gamma2=5.0):
-    """The similarity loop of AttnGAN's ``words_loss``, transcribed literally.
-
-    One ``func_attention`` per caption with the caption repeated for every image.
-    Returns ``(similarities (M, B), att_maps)``: ``att_maps[i]`` is (1, len_i, H, W), the
-    attention of caption i on image i (only for i < M).  The official code assumes
-    M == B; here the caption is repeated M times so M != B also runs.
-    """
-    batch_size = regions.size(0)
-    att_maps = []
-    similarities = []
-    cap_lens = lengths.data.tolist()
-    for i in range(words.size(0)):
-        words_num = cap_lens[i]
-        word = words[i, :, :words_num].unsqueeze(0).contiguous()
-        word = word.repeat(batch_size, 1, 1)
-        context = regions
-        weiContext, attn = func_attention_official(word, context, gamma1)
-        if i < batch_size:
-            att_maps.append(attn[i].unsqueeze(0).contiguous())
-        word = word.transpose(1, 2).contiguous()
-        weiContext = weiContext.transpose(1, 2).contiguous()
-        word = word.view(batch_size * words_num, -1)
-        weiContext = weiContext.view(batch_size * words_num, -1)
-        row_sim = cosine_similarity_official(word, weiContext)
-        row_sim = row_sim.view(batch_size, words_num)
-        row_sim.mul_(gamma2).exp_()  # Eq. (10)
-        row_sim = row_sim.sum(dim=1, keepdim=True)
-        row_sim = torch.log(row_sim)
-        similarities.append(row_sim)
-    return torch.cat(similarities, 1), att_maps
 
 
 # ----------------------------------------------------------------------------- vectorised reference
@@ -207,26 +148,26 @@ def _chunk_images(M: int, N: int, BT: int) -> int:
 
 # ----------------------------------------------------------------------------- Triton kernels
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # Triton is optional
-    triton = None
-
 if triton is not None:
 
     @triton.jit
-    def _stage_a_kernel(s_ptr, alpha_ptr, bt_ptr, len_ptr, B, T, N, BT, gamma1,
-                        WRITE_ALPHA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    def _pair_words(pid, B, T, len_ptr, BLOCK_T: tl.constexpr):
+        """Program ``pid`` takes image j = pid // B and caption i = pid % B: the word offsets w
+        and which of them are real words (w < len_i, len_i clamped to [1, T]: never out of bounds)."""
+        j = pid // B
+        i = pid % B
+        length = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)
+        w = tl.arange(0, BLOCK_T)
+        return j, i, w, w < length
+
+    @triton.jit
+    def _attention_kernel(s_ptr, alpha_ptr, bt_ptr, len_ptr, B, T, N, BT, gamma1,
+                          WRITE_ALPHA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
         # One program per (image j, caption i): the (N, T) block of columns i*T.. of S[j].
         # Pass 1: row softmax over words, running log-sum-exp over regions of gamma1*alpha.
         # Pass 2: recompute alpha and write beta (and alpha for the backward).
         pid = tl.program_id(0)
-        j = pid // B
-        i = pid % B
-        L = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)  # never out of bounds
-        w = tl.arange(0, BLOCK_T)
-        w_ok = w < L
+        j, i, w, w_ok = _pair_words(pid, B, T, len_ptr, BLOCK_T)
         base = j.to(tl.int64) * N * BT + i * T
         run_max = tl.full([BLOCK_T], float("-inf"), tl.float32)
         run_sum = tl.zeros([BLOCK_T], dtype=tl.float32)
@@ -262,17 +203,13 @@ if triton is not None:
             tl.store(bt_ptr + offs, beta, mask=store)
 
     @triton.jit
-    def _stage_b_kernel(c_ptr, e_ptr, len_ptr, gr_ptr, r_ptr, g_ptr, k1_ptr, k2_ptr, cs_ptr,
-                        B, T, D, gamma2, eps,
-                        BACKWARD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _cosine_kernel(c_ptr, e_ptr, len_ptr, gr_ptr, r_ptr, g_ptr, cross_coef_ptr, self_coef_ptr, c_dot_gc_ptr,
+                       B, T, D, gamma2, eps,
+                       BACKWARD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
         # One program per pair: cosines of the T context rows with the words, R = lse(gamma2*cos);
         # in the backward also dR/dC (into g), the coefficients of dR/dE and sum_d dC*C.
         pid = tl.program_id(0)
-        j = pid // B
-        i = pid % B
-        L = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)  # never out of bounds
-        w = tl.arange(0, BLOCK_T)
-        w_ok = w < L
+        j, i, w, w_ok = _pair_words(pid, B, T, len_ptr, BLOCK_T)
         dot = tl.zeros([BLOCK_T], dtype=tl.float32)
         aa = tl.zeros([BLOCK_T], dtype=tl.float32)
         bb = tl.zeros([BLOCK_T], dtype=tl.float32)
@@ -301,37 +238,35 @@ if triton is not None:
             free = ab >= eps
             kc = tl.where(free, cos / tl.where(free, bb, 1.0), 0.0)
             ke = tl.where(free, cos / tl.where(free, aa, 1.0), 0.0)
-            k1 = gcos / den
-            k2 = -gcos * ke
-            cs = tl.zeros([BLOCK_T], dtype=tl.float32)
+            cross_coef = gcos / den
+            self_coef = -gcos * ke
+            c_dot_gc = tl.zeros([BLOCK_T], dtype=tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 d = d0 + tl.arange(0, BLOCK_D)
                 m2 = w_ok[:, None] & (d[None, :] < D)
                 c = tl.load(c_ptr + c_base + w[:, None] * D + d[None, :], mask=m2, other=0.0)
                 e = tl.load(e_ptr + e_base + w[:, None] * D + d[None, :], mask=m2, other=0.0)
-                gc = k1[:, None] * e - (gcos * kc)[:, None] * c
-                cs += tl.sum(gc * c, axis=1)
+                gc = cross_coef[:, None] * e - (gcos * kc)[:, None] * c
+                c_dot_gc += tl.sum(gc * c, axis=1)
                 tl.store(g_ptr + c_base + w[:, None] * D + d[None, :], gc,
                          mask=(w[:, None] < T) & (d[None, :] < D))
             t_ok = w < T
-            tl.store(k1_ptr + pid * T + w, k1, mask=t_ok)
-            tl.store(k2_ptr + pid * T + w, k2, mask=t_ok)
-            tl.store(cs_ptr + pid * T + w, cs, mask=t_ok)
+            tl.store(cross_coef_ptr + pid * T + w, cross_coef, mask=t_ok)
+            tl.store(self_coef_ptr + pid * T + w, self_coef, mask=t_ok)
+            tl.store(c_dot_gc_ptr + pid * T + w, c_dot_gc, mask=t_ok)
 
     @triton.jit
-    def _stage_c_kernel(alpha_ptr, bt_ptr, h_ptr, g_ptr, e_ptr, len_ptr, k1_ptr, cs_ptr,
-                        B, T, N, D, BT, gamma1,
-                        BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _softmax_backward_kernel(alpha_ptr, bt_ptr, h_ptr, g_ptr, e_ptr, len_ptr, cross_coef_ptr, c_dot_gc_ptr,
+                                 B, T, N, D, BT, gamma1,
+                                 BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
         # One program per pair: both softmax backwards.  h holds dL/dBeta on entry and
-        # H = dS + k1 * Beta on exit; g (dR/dC) becomes dR/dC - k1 * e.
+        # H = dS + cross_coef * Beta on exit; g (dR/dC) becomes dR/dC - cross_coef * e.
+        # (Then the dE GEMM H^T V also yields the cross_coef * c term of dR/de, c = Beta^T V,
+        # and the E H^T term of dV restores the cross_coef * e taken out of g.)
         pid = tl.program_id(0)
-        j = pid // B
-        i = pid % B
-        L = tl.minimum(tl.maximum(tl.load(len_ptr + i).to(tl.int32), 1), T)  # never out of bounds
-        w = tl.arange(0, BLOCK_T)
-        w_ok = w < L
-        k1 = tl.load(k1_ptr + pid * T + w, mask=w_ok, other=0.0)
-        cs = tl.load(cs_ptr + pid * T + w, mask=w_ok, other=0.0)
+        j, i, w, w_ok = _pair_words(pid, B, T, len_ptr, BLOCK_T)
+        cross_coef = tl.load(cross_coef_ptr + pid * T + w, mask=w_ok, other=0.0)
+        c_dot_gc = tl.load(c_dot_gc_ptr + pid * T + w, mask=w_ok, other=0.0)
         base = j.to(tl.int64) * N * BT + i * T
         for n0 in range(0, N, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
@@ -340,10 +275,10 @@ if triton is not None:
             a = tl.load(alpha_ptr + offs, mask=m2, other=0.0)
             bt = tl.load(bt_ptr + offs, mask=m2, other=0.0)
             gb = tl.load(h_ptr + offs, mask=m2, other=0.0)
-            ga = gamma1 * bt * (gb - cs[None, :])
+            ga = gamma1 * bt * (gb - c_dot_gc[None, :])
             t = a * ga
             gs = t - a * tl.sum(t, axis=1)[:, None]
-            h = tl.where(m2, gs + k1[None, :] * bt, 0.0)
+            h = tl.where(m2, gs + cross_coef[None, :] * bt, 0.0)
             tl.store(h_ptr + offs, h, mask=(n[:, None] < N) & (w[None, :] < T))
         g_base = (j.to(tl.int64) * B + i) * T * D
         e_base = i.to(tl.int64) * T * D
@@ -353,7 +288,7 @@ if triton is not None:
             offs = w[:, None] * D + d[None, :]
             g = tl.load(g_ptr + g_base + offs, mask=m2, other=0.0)
             e = tl.load(e_ptr + e_base + offs, mask=m2, other=0.0)
-            tl.store(g_ptr + g_base + offs, g - k1[:, None] * e, mask=m2)
+            tl.store(g_ptr + g_base + offs, g - cross_coef[:, None] * e, mask=m2)
 
 
 def _triton_blocks(T: int, N: int, D: int):
@@ -390,12 +325,12 @@ if triton is not None:
             mc = vt.shape[0]
             s = torch.matmul(vt, e2)                      # (mc, N, BT); alpha is written over it
             bt = torch.empty_like(s) if save else s
-            torch.library.wrap_triton(_stage_a_kernel)[(mc * B,)](
+            torch.library.wrap_triton(_attention_kernel)[(mc * B,)](
                 s, s, bt, lengths, B, T, N, BT, gamma1,
                 WRITE_ALPHA=save, BLOCK_N=block_n, BLOCK_T=block_t)
             c = torch.bmm(bt.transpose(1, 2), vt)         # (mc, BT, D)
             r = torch.empty((mc, B), device=v.device, dtype=v.dtype)
-            torch.library.wrap_triton(_stage_b_kernel)[(mc * B,)](
+            torch.library.wrap_triton(_cosine_kernel)[(mc * B,)](
                 c, erows, lengths, r, r, c, r, r, r, B, T, D, gamma2, COS_EPS,
                 BACKWARD=False, BLOCK_T=block_t, BLOCK_D=block_d)
             scores.append(r)
@@ -416,7 +351,7 @@ if triton is not None:
         block_t, block_n, block_d = _triton_blocks(T, N, D)
         chunk = _chunk_images(M, N, BT)
         g_e = torch.zeros((BT, D), device=v.device, dtype=v.dtype)
-        k2_sum = torch.zeros((B, T), device=v.device, dtype=v.dtype)
+        self_coef_sum = torch.zeros((B, T), device=v.device, dtype=v.dtype)
         g_v = []
         for j0 in range(0, M, chunk):
             vt = v[j0:j0 + chunk].transpose(1, 2)
@@ -424,20 +359,20 @@ if triton is not None:
             a, bt, c = alpha[j0:j0 + mc], beta[j0:j0 + mc], context[j0:j0 + mc]
             gr = grad[j0:j0 + mc].contiguous()
             g = torch.empty_like(c)
-            k1 = torch.empty((mc, B, T), device=v.device, dtype=v.dtype)
-            k2 = torch.empty_like(k1)
-            cs = torch.empty_like(k1)
-            torch.library.wrap_triton(_stage_b_kernel)[(mc * B,)](
-                c, erows, lengths, gr, gr, g, k1, k2, cs, B, T, D, gamma2, COS_EPS,
+            cross_coef = torch.empty((mc, B, T), device=v.device, dtype=v.dtype)
+            self_coef = torch.empty_like(cross_coef)
+            c_dot_gc = torch.empty_like(cross_coef)
+            torch.library.wrap_triton(_cosine_kernel)[(mc * B,)](
+                c, erows, lengths, gr, gr, g, cross_coef, self_coef, c_dot_gc, B, T, D, gamma2, COS_EPS,
                 BACKWARD=True, BLOCK_T=block_t, BLOCK_D=block_d)
             h = torch.bmm(vt, g.transpose(1, 2))           # dL/dbeta (mc, N, BT)
-            torch.library.wrap_triton(_stage_c_kernel)[(mc * B,)](
-                a, bt, h, g, erows, lengths, k1, cs, B, T, N, D, BT, gamma1,
+            torch.library.wrap_triton(_softmax_backward_kernel)[(mc * B,)](
+                a, bt, h, g, erows, lengths, cross_coef, c_dot_gc, B, T, N, D, BT, gamma1,
                 BLOCK_N=block_n, BLOCK_T=block_t, BLOCK_D=block_d)
             g_v.append(torch.bmm(g.transpose(1, 2), bt.transpose(1, 2)) + torch.matmul(e2, h.transpose(1, 2)))
             g_e += h.reshape(mc * N, BT).t() @ vt.reshape(mc * N, D)
-            k2_sum += k2.sum(0)
-        return g_e + k2_sum.reshape(BT, 1) * erows.reshape(BT, D), torch.cat(g_v, 0)
+            self_coef_sum += self_coef.sum(0)
+        return g_e + self_coef_sum.reshape(BT, 1) * erows.reshape(BT, D), torch.cat(g_v, 0)
 
     @torch.library.triton_op("fastt2i::damsm_word_fwd_triton", mutates_args=())
     def _damsm_word_fwd_triton(words: torch.Tensor, lengths: torch.Tensor, regions: torch.Tensor,
@@ -460,12 +395,6 @@ if triton is not None:
 
 # ----------------------------------------------------------------------------- autograd + dispatch
 
-def _fused_ops(backend: str):
-    if backend == "triton":
-        return torch.ops.fastt2i.damsm_word_fwd_triton, torch.ops.fastt2i.damsm_word_bwd_triton
-    return torch.ops.fastt2i.damsm_word_fwd, torch.ops.fastt2i.damsm_word_bwd
-
-
 class _DAMSMWordFunction(torch.autograd.Function):
     """One autograd for every fused backend.  Saves the inputs, the two attentions and the
     contexts (the GEMM outputs, so the backward runs 4 GEMMs instead of 6); recomputes the
@@ -473,7 +402,7 @@ class _DAMSMWordFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, words, lengths, regions, gamma1, gamma2, backend, save):
-        forward, _ = _fused_ops(backend)
+        forward, _ = DISPATCH.fused_ops(backend)
         scores, alpha, beta, context = forward(words, lengths, regions, gamma1, gamma2, save)
         ctx.save_for_backward(words, lengths, regions, alpha, beta, context)
         ctx.gammas, ctx.backend = (gamma1, gamma2), backend
@@ -482,27 +411,24 @@ class _DAMSMWordFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_scores):
         words, lengths, regions, alpha, beta, context = ctx.saved_tensors
-        _, backward = _fused_ops(ctx.backend)
+        _, backward = DISPATCH.fused_ops(ctx.backend)
         acc = _checks.accumulate_dtype(words.dtype)
         g_words, g_regions = backward(grad_scores.to(acc).contiguous(), words, lengths, regions,
                                       alpha, beta, context, *ctx.gammas)
         return g_words.to(words.dtype), None, g_regions.to(regions.dtype), None, None, None, None
 
 
-def _cuda_supports(words, lengths, regions):
+def _cuda_unsupported_reasons(words, lengths, regions):
     T = words.shape[2]
     return [] if T <= MAX_WORDS_CUDA else [f"T={T} > {MAX_WORDS_CUDA} words"]
 
 
-def _triton_supports(words, lengths, regions):
+def _triton_unsupported_reasons(words, lengths, regions):
     return [f"T={words.shape[2]} > 1024 words"] if words.shape[2] > 1024 else []
 
 
-DISPATCH = _backend.OpDispatch("damsm_word_scores")
-DISPATCH.register("reference")
-DISPATCH.register("cpu")
-DISPATCH.register("cuda", _cuda_supports)
-DISPATCH.register("triton", _triton_supports)
+DISPATCH = _backend.OpDispatch("damsm_word_scores", op="damsm_word")
+DISPATCH.register_backends(cuda=_cuda_unsupported_reasons, triton=_triton_unsupported_reasons)
 
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from . import _backend, _checks
 from ._library import define
+from ._triton import num_programs_target, tl, triton
 
 MAX_LAYERS = 8  # the fused kernels keep every layer's intermediates in registers
 
@@ -61,12 +62,6 @@ torch.library.register_fake("fastt2i::df_affine_bwd")(_fake_backward)
 
 
 # ----------------------------------------------------------------------------- Triton kernels
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # Triton is optional
-    triton = None
 
 if triton is not None:
 
@@ -155,12 +150,6 @@ def _triton_tiles(C: int, S: int, channels_last: bool) -> tuple[int, int]:
     return block_s, max(1, min(triton.next_power_of_2(C), 2048 // block_s))
 
 
-def _num_programs_target(device: torch.device) -> int:
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 1  # the CPU interpreter runs programs one by one
-
-
 if triton is not None:
 
     @torch.library.triton_op("fastt2i::df_affine_fwd_triton", mutates_args=())
@@ -189,7 +178,7 @@ if triton is not None:
         block_s, block_c = _triton_tiles(C, S, channels_last)
         c_blocks = triton.cdiv(C, block_c)
         s_blocks = triton.cdiv(S, block_s)
-        splits = max(1, min(s_blocks, triton.cdiv(_num_programs_target(x.device), B * c_blocks)))
+        splits = max(1, min(s_blocks, triton.cdiv(num_programs_target(x.device), B * c_blocks)))
         chunk = triton.cdiv(s_blocks, splits) * block_s
         splits = triton.cdiv(S, chunk)
         dx = torch.empty_like(x, memory_format=fmt)
@@ -205,12 +194,6 @@ if triton is not None:
 
 # ----------------------------------------------------------------------------- autograd + dispatch
 
-def _fused_ops(backend: str):
-    if backend == "triton":
-        return torch.ops.fastt2i.df_affine_fwd_triton, torch.ops.fastt2i.df_affine_bwd_triton
-    return torch.ops.fastt2i.df_affine_fwd, torch.ops.fastt2i.df_affine_bwd
-
-
 def _kernel_inputs(x, gamma, beta):
     """x in a layout the kernels take; gamma/beta in the accumulate dtype, contiguous."""
     acc = _checks.accumulate_dtype(x.dtype)
@@ -222,7 +205,7 @@ class _DFAffineFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, negative_slope, backend):
-        forward, _ = _fused_ops(backend)
+        forward, _ = DISPATCH.fused_ops(backend)
         x, g, b = _kernel_inputs(x, gamma, beta)
         ctx.save_for_backward(x, g, b)
         ctx.negative_slope, ctx.backend = negative_slope, backend
@@ -232,21 +215,18 @@ class _DFAffineFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, g, b = ctx.saved_tensors
-        _, backward = _fused_ops(ctx.backend)
+        _, backward = DISPATCH.fused_ops(ctx.backend)
         grad_out = grad_out.to(x.dtype).contiguous(memory_format=_checks.layout_of(x))
         dx, dg, db = backward(grad_out, x, g, b, ctx.negative_slope)
         return dx, dg.to(ctx.param_dtypes[0]), db.to(ctx.param_dtypes[1]), None, None
 
 
-def _compiled_supports(x, gamma, beta):
+def _compiled_unsupported_reasons(x, gamma, beta):
     return [] if gamma.shape[0] <= MAX_LAYERS else [f"K={gamma.shape[0]} > {MAX_LAYERS} layers"]
 
 
-DISPATCH = _backend.OpDispatch("df_affine")
-DISPATCH.register("reference")
-DISPATCH.register("cpu", _compiled_supports)
-DISPATCH.register("cuda", _compiled_supports)
-DISPATCH.register("triton", _compiled_supports)
+DISPATCH = _backend.OpDispatch("df_affine", op="df_affine")
+DISPATCH.register_backends(_compiled_unsupported_reasons)
 
 
 def _validate(x, gamma, beta, negative_slope) -> float:
@@ -289,4 +269,4 @@ def df_affine(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
         return df_affine_reference(x, gamma, beta, slope)
     if torch.is_grad_enabled() and (x.requires_grad or gamma.requires_grad or beta.requires_grad):
         return _DFAffineFunction.apply(x, gamma, beta, slope, backend)
-    return _fused_ops(backend)[0](*_kernel_inputs(x, gamma, beta), slope)  # inference: skip autograd
+    return DISPATCH.fused_ops(backend)[0](*_kernel_inputs(x, gamma, beta), slope)  # inference: skip autograd

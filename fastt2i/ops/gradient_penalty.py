@@ -29,7 +29,7 @@ import torch
 
 from . import _backend, _checks
 from ._library import define
-from .bias_leaky_relu import is_dense
+from ._triton import tl, triton
 
 
 # ----------------------------------------------------------------------------- reference
@@ -55,14 +55,8 @@ def gradient_penalty_reference(grads, k: float = 2.0, p: float = 6.0, scale: flo
 
 # ----------------------------------------------------------------------------- layouts
 
-def batch_major(t: torch.Tensor) -> bool:
-    """Sample b occupies the flat memory span [b*N, (b+1)*N) (N = numel / B), in any order inside."""
-    B = t.shape[0]
-    return is_dense(t) and (B <= 1 or t.numel() == 0 or t.stride(0) * B == t.numel())
-
-
 def _kernel_input(t: torch.Tensor) -> torch.Tensor:
-    return t if batch_major(t) else t.contiguous()
+    return t if _checks.batch_major(t) else t.contiguous()
 
 
 # ----------------------------------------------------------------------------- compiled kernels (csrc/)
@@ -86,12 +80,6 @@ torch.library.register_fake("fastt2i::gradient_penalty_bwd")(_fake_backward)
 
 
 # ----------------------------------------------------------------------------- Triton kernels
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # Triton is optional
-    triton = None
 
 _BLOCK = 1024
 _CHUNK_BLOCKS = 8  # one program: 8 x 1024 elements of one sample
@@ -194,18 +182,12 @@ if triton is not None:
 
 # ----------------------------------------------------------------------------- autograd + dispatch
 
-def _fused_ops(backend: str):
-    if backend == "triton":
-        return torch.ops.fastt2i.gradient_penalty_fwd_triton, torch.ops.fastt2i.gradient_penalty_bwd_triton
-    return torch.ops.fastt2i.gradient_penalty_fwd, torch.ops.fastt2i.gradient_penalty_bwd
-
-
 class _GradientPenaltyFunction(torch.autograd.Function):
     """Saves the (already existing) gradients and the per-sample squared norms (B values)."""
 
     @staticmethod
     def forward(ctx, k, p, scale, backend, *grads):
-        forward, _ = _fused_ops(backend)
+        forward, _ = DISPATCH.fused_ops(backend)
         grads = [_kernel_input(g) for g in grads]
         loss, sumsq = forward(grads, k, p, scale)
         ctx.save_for_backward(sumsq, *grads)
@@ -216,16 +198,13 @@ class _GradientPenaltyFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         sumsq, *grads = ctx.saved_tensors
-        _, backward = _fused_ops(ctx.backend)
+        _, backward = DISPATCH.fused_ops(ctx.backend)
         outs = backward(grad_loss.to(sumsq.dtype).contiguous(), grads, sumsq, ctx.k, ctx.p, ctx.scale)
         return (None, None, None, None, *outs)
 
 
-DISPATCH = _backend.OpDispatch("gradient_penalty")
-DISPATCH.register("reference")
-DISPATCH.register("cpu")
-DISPATCH.register("cuda")
-DISPATCH.register("triton")
+DISPATCH = _backend.OpDispatch("gradient_penalty", op="gradient_penalty")
+DISPATCH.register_backends()
 
 
 def _validate(grads, k, p, scale):

@@ -33,6 +33,7 @@ import torch
 
 from . import _backend, _checks
 from ._library import define
+from ._triton import num_programs_target, tl, triton
 
 MAX_WORDS = 64  # the fused kernels keep a region's whole score row in registers
 
@@ -121,12 +122,9 @@ torch.library.register_fake("fastt2i::word_region_attention_bwd")(_fake_backward
 
 # ----------------------------------------------------------------------------- Triton kernels
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # Triton is optional
-    triton = None
-
+# Names: the regions are the attention's queries and the words its keys and values; the
+# context (one vector per region) is its output.  ``reg``/``wrd``/``ctx`` are tiles of them,
+# ``d_*`` their gradients, ``s`` the region-word scores, ``p`` the softmax over the words.
 if triton is not None:
 
     @triton.jit
@@ -153,8 +151,8 @@ if triton is not None:
 
     @triton.jit
     def _wra_fwd_kernel(
-        q_ptr, k_ptr, mask_ptr, o_ptr, lse_ptr, a_ptr, C, N, T,
-        stride_qb, stride_qc, stride_qn, stride_mb, stride_mn, stride_ab, stride_at, stride_an,
+        regions_ptr, words_ptr, mask_ptr, context_ptr, lse_ptr, attention_ptr, C, N, T,
+        stride_rb, stride_rc, stride_rn, stride_mb, stride_mn, stride_ab, stride_at, stride_an,
         HAS_MASK: tl.constexpr, RETURN_ATTN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
         BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
     ):
@@ -166,9 +164,9 @@ if triton is not None:
         s = tl.zeros([BLOCK_N, BLOCK_T], dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
-            q = _load_regions(q_ptr, b, n, c, N, C, stride_qb, stride_qc, stride_qn)
-            k = _load_words(k_ptr, b, c, t, C, T)
-            s += tl.dot(q, k, input_precision=PRECISION)
+            reg = _load_regions(regions_ptr, b, n, c, N, C, stride_rb, stride_rc, stride_rn)
+            wrd = _load_words(words_ptr, b, c, t, C, T)
+            s += tl.dot(reg, wrd, input_precision=PRECISION)
         valid = _valid_words(mask_ptr, b, n, t, N, T, stride_mb, stride_mn, HAS_MASK)
         s = tl.where(valid, s, float("-inf"))
         m = tl.max(s, axis=1)
@@ -181,20 +179,24 @@ if triton is not None:
         lse = tl.where(has_word, m + tl.log(l_safe), float("inf"))
         tl.store(lse_ptr + b.to(tl.int64) * N + n, lse, mask=n < N)
         if RETURN_ATTN:
-            a_offs = b.to(tl.int64) * stride_ab + t[None, :] * stride_at + n[:, None].to(tl.int64) * stride_an
-            tl.store(a_ptr + a_offs, p.to(a_ptr.dtype.element_ty), mask=(n[:, None] < N) & (t[None, :] < T))
+            attention_offs = (b.to(tl.int64) * stride_ab + t[None, :] * stride_at
+                              + n[:, None].to(tl.int64) * stride_an)
+            tl.store(attention_ptr + attention_offs, p.to(attention_ptr.dtype.element_ty),
+                     mask=(n[:, None] < N) & (t[None, :] < T))
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
-            k = _load_words(k_ptr, b, c, t, C, T)
-            o = tl.dot(p, tl.trans(k), input_precision=PRECISION)  # (BLOCK_N, BLOCK_C)
-            offs = b.to(tl.int64) * stride_qb + c[None, :] * stride_qc + n[:, None].to(tl.int64) * stride_qn
-            tl.store(o_ptr + offs, o.to(o_ptr.dtype.element_ty), mask=(n[:, None] < N) & (c[None, :] < C))
+            wrd = _load_words(words_ptr, b, c, t, C, T)
+            ctx = tl.dot(p, tl.trans(wrd), input_precision=PRECISION)  # (BLOCK_N, BLOCK_C)
+            offs = b.to(tl.int64) * stride_rb + c[None, :] * stride_rc + n[:, None].to(tl.int64) * stride_rn
+            tl.store(context_ptr + offs, ctx.to(context_ptr.dtype.element_ty),
+                     mask=(n[:, None] < N) & (c[None, :] < C))
 
     @triton.jit
     def _wra_bwd_kernel(
-        q_ptr, k_ptr, mask_ptr, lse_ptr, do_ptr, da_ptr, dq_ptr, dk_part_ptr, C, N, T, tiles_per_program,
-        stride_qb, stride_qc, stride_qn, stride_mb, stride_mn, stride_ab, stride_at, stride_an,
-        HAS_MASK: tl.constexpr, HAS_DA: tl.constexpr, ONE_CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+        regions_ptr, words_ptr, mask_ptr, lse_ptr, grad_context_ptr, grad_attention_ptr, grad_regions_ptr,
+        grad_words_part_ptr, C, N, T, tiles_per_program,
+        stride_rb, stride_rc, stride_rn, stride_mb, stride_mn, stride_ab, stride_at, stride_an,
+        HAS_MASK: tl.constexpr, HAS_GRAD_ATTN: tl.constexpr, ONE_CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
     ):
         # One program: tiles_per_program tiles of BLOCK_N regions of one sample.  Pass 1
@@ -205,46 +207,49 @@ if triton is not None:
         pid_s = tl.program_id(0)
         b = tl.program_id(1)
         t = tl.arange(0, BLOCK_T)
-        dk_acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+        d_wrd_acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
         for it in range(0, tiles_per_program):
             n = (pid_s * tiles_per_program + it) * BLOCK_N + tl.arange(0, BLOCK_N)
             s = tl.zeros([BLOCK_N, BLOCK_T], dtype=tl.float32)
             dp = tl.zeros([BLOCK_N, BLOCK_T], dtype=tl.float32)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + tl.arange(0, BLOCK_C)
-                q = _load_regions(q_ptr, b, n, c, N, C, stride_qb, stride_qc, stride_qn)
-                do = _load_regions(do_ptr, b, n, c, N, C, stride_qb, stride_qc, stride_qn)
-                k = _load_words(k_ptr, b, c, t, C, T)
-                s += tl.dot(q, k, input_precision=PRECISION)
-                dp += tl.dot(do, k, input_precision=PRECISION)
+                reg = _load_regions(regions_ptr, b, n, c, N, C, stride_rb, stride_rc, stride_rn)
+                d_ctx = _load_regions(grad_context_ptr, b, n, c, N, C, stride_rb, stride_rc, stride_rn)
+                wrd = _load_words(words_ptr, b, c, t, C, T)
+                s += tl.dot(reg, wrd, input_precision=PRECISION)
+                dp += tl.dot(d_ctx, wrd, input_precision=PRECISION)
             valid = _valid_words(mask_ptr, b, n, t, N, T, stride_mb, stride_mn, HAS_MASK)
             lse = tl.load(lse_ptr + b.to(tl.int64) * N + n, mask=n < N, other=float("inf"))
             # lse = +inf (padding-only row, or n >= N) gives p = 0 and so zero gradients.
             p = tl.exp(tl.where(valid, s - lse[:, None], float("-inf")))
-            if HAS_DA:
-                a_offs = b.to(tl.int64) * stride_ab + t[None, :] * stride_at + n[:, None].to(tl.int64) * stride_an
-                dp += tl.load(da_ptr + a_offs, mask=(n[:, None] < N) & (t[None, :] < T), other=0.0).to(tl.float32)
+            if HAS_GRAD_ATTN:
+                attention_offs = (b.to(tl.int64) * stride_ab + t[None, :] * stride_at
+                                  + n[:, None].to(tl.int64) * stride_an)
+                dp += tl.load(grad_attention_ptr + attention_offs, mask=(n[:, None] < N) & (t[None, :] < T),
+                              other=0.0).to(tl.float32)
             delta = tl.sum(p * dp, axis=1)
             ds = p * (dp - delta[:, None])
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + tl.arange(0, BLOCK_C)
-                q = _load_regions(q_ptr, b, n, c, N, C, stride_qb, stride_qc, stride_qn)
-                do = _load_regions(do_ptr, b, n, c, N, C, stride_qb, stride_qc, stride_qn)
-                k = _load_words(k_ptr, b, c, t, C, T)
-                dq = tl.dot(ds, tl.trans(k), input_precision=PRECISION)  # (BLOCK_N, BLOCK_C)
-                offs = b.to(tl.int64) * stride_qb + c[None, :] * stride_qc + n[:, None].to(tl.int64) * stride_qn
-                tl.store(dq_ptr + offs, dq.to(dq_ptr.dtype.element_ty), mask=(n[:, None] < N) & (c[None, :] < C))
-                dk = tl.dot(tl.trans(q), ds, input_precision=PRECISION)
-                dk += tl.dot(tl.trans(do), p, input_precision=PRECISION)  # (BLOCK_C, BLOCK_T)
+                reg = _load_regions(regions_ptr, b, n, c, N, C, stride_rb, stride_rc, stride_rn)
+                d_ctx = _load_regions(grad_context_ptr, b, n, c, N, C, stride_rb, stride_rc, stride_rn)
+                wrd = _load_words(words_ptr, b, c, t, C, T)
+                d_reg = tl.dot(ds, tl.trans(wrd), input_precision=PRECISION)  # (BLOCK_N, BLOCK_C)
+                offs = b.to(tl.int64) * stride_rb + c[None, :] * stride_rc + n[:, None].to(tl.int64) * stride_rn
+                tl.store(grad_regions_ptr + offs, d_reg.to(grad_regions_ptr.dtype.element_ty),
+                         mask=(n[:, None] < N) & (c[None, :] < C))
+                d_wrd = tl.dot(tl.trans(reg), ds, input_precision=PRECISION)
+                d_wrd += tl.dot(tl.trans(d_ctx), p, input_precision=PRECISION)  # (BLOCK_C, BLOCK_T)
                 if ONE_CHUNK:
-                    dk_acc += dk
+                    d_wrd_acc += d_wrd
                 else:
                     part = ((b.to(tl.int64) * tl.num_programs(0) + pid_s) * C + c[:, None]) * T + t[None, :]
-                    tl.store(dk_part_ptr + part, dk, mask=(c[:, None] < C) & (t[None, :] < T))
+                    tl.store(grad_words_part_ptr + part, d_wrd, mask=(c[:, None] < C) & (t[None, :] < T))
         if ONE_CHUNK:
             c = tl.arange(0, BLOCK_C)
             part = ((b.to(tl.int64) * tl.num_programs(0) + pid_s) * C + c[:, None]) * T + t[None, :]
-            tl.store(dk_part_ptr + part, dk_acc, mask=(c[:, None] < C) & (t[None, :] < T))
+            tl.store(grad_words_part_ptr + part, d_wrd_acc, mask=(c[:, None] < C) & (t[None, :] < T))
 
 
 def _triton_blocks(C: int, T: int) -> tuple[int, int, int]:
@@ -253,12 +258,6 @@ def _triton_blocks(C: int, T: int) -> tuple[int, int, int]:
     block_c = min(64, max(16, triton.next_power_of_2(C)))
     block_n = 64 if block_t <= 32 else 32
     return block_n, block_c, block_t
-
-
-def _num_programs_target(device: torch.device) -> int:
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 1  # the CPU interpreter runs programs one by one
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -301,11 +300,11 @@ if triton is not None:
         T, N = words.shape[2], H * W
         block_n, block_c, block_t = _triton_blocks(C, T)
         m, smb, smn = _mask_args(mask)
-        (sqb, sqc, sqn), (sab, sat, san) = _dense_strides(regions, T)
+        (reg_sb, reg_sc, reg_sn), (att_sb, att_st, att_sn) = _dense_strides(regions, T)
         grid = (triton.cdiv(N, block_n), B)
         torch.library.wrap_triton(_wra_fwd_kernel)[grid](
             regions, words, m, context, lse, attention if return_attention else None, C, N, T,
-            sqb, sqc, sqn, smb, smn, sab, sat, san,
+            reg_sb, reg_sc, reg_sn, smb, smn, att_sb, att_st, att_sn,
             HAS_MASK=mask is not None, RETURN_ATTN=return_attention, BLOCK_N=block_n, BLOCK_C=block_c,
             BLOCK_T=block_t, PRECISION=_precision(regions.dtype),
         )
@@ -329,29 +328,22 @@ if triton is not None:
         one_chunk = C <= block_c
         per_program = 1
         if one_chunk:  # fewer, longer programs: fewer partial dwords to write and sum
-            per_program = max(1, min(32, tiles, B * tiles // _num_programs_target(regions.device)))
+            per_program = max(1, min(32, tiles, B * tiles // num_programs_target(regions.device)))
         splits = triton.cdiv(tiles, per_program)
         m, smb, smn = _mask_args(mask)
-        (sqb, sqc, sqn), (sab, sat, san) = _dense_strides(regions, T)
+        (reg_sb, reg_sc, reg_sn), (att_sb, att_st, att_sn) = _dense_strides(regions, T)
         grad_regions = torch.empty_like(regions, memory_format=fmt)
-        dk_part = torch.empty((B, splits, C, T), device=regions.device, dtype=torch.float32)
+        grad_words_part = torch.empty((B, splits, C, T), device=regions.device, dtype=torch.float32)
         torch.library.wrap_triton(_wra_bwd_kernel)[(splits, B)](
-            regions, words, m, lse, grad_context, grad_attention, grad_regions, dk_part, C, N, T, per_program,
-            sqb, sqc, sqn, smb, smn, sab, sat, san,
-            HAS_MASK=mask is not None, HAS_DA=grad_attention is not None, ONE_CHUNK=one_chunk,
+            regions, words, m, lse, grad_context, grad_attention, grad_regions, grad_words_part, C, N, T, per_program,
+            reg_sb, reg_sc, reg_sn, smb, smn, att_sb, att_st, att_sn,
+            HAS_MASK=mask is not None, HAS_GRAD_ATTN=grad_attention is not None, ONE_CHUNK=one_chunk,
             BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_T=block_t, PRECISION=_precision(regions.dtype),
         )
-        return grad_regions, dk_part.sum(1).to(words.dtype)
+        return grad_regions, grad_words_part.sum(1).to(words.dtype)
 
 
 # ----------------------------------------------------------------------------- autograd + dispatch
-
-def _fused_ops(backend: str):
-    if backend == "triton":
-        return (torch.ops.fastt2i.word_region_attention_fwd_triton,
-                torch.ops.fastt2i.word_region_attention_bwd_triton)
-    return torch.ops.fastt2i.word_region_attention_fwd, torch.ops.fastt2i.word_region_attention_bwd
-
 
 class _WordRegionAttentionFunction(torch.autograd.Function):
     """One autograd for every fused backend: saves regions, words, the mask and the
@@ -359,7 +351,7 @@ class _WordRegionAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, regions, words, mask, return_attention, backend):
-        forward, _ = _fused_ops(backend)
+        forward, _ = DISPATCH.fused_ops(backend)
         regions = regions.contiguous(memory_format=_checks.layout_of(regions))
         words = words.contiguous()
         context, lse, attention = forward(regions, words, mask, return_attention)
@@ -372,7 +364,7 @@ class _WordRegionAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_context, grad_attention=None):
         regions, words, mask, lse = ctx.saved_tensors
-        _, backward = _fused_ops(ctx.backend)
+        _, backward = DISPATCH.fused_ops(ctx.backend)
         fmt = _checks.layout_of(regions)
         grad_context = grad_context.to(regions.dtype).contiguous(memory_format=fmt)
         if grad_attention is not None:
@@ -381,7 +373,7 @@ class _WordRegionAttentionFunction(torch.autograd.Function):
         return grad_regions, grad_words, None, None, None
 
 
-def _compiled_supports(regions, words, mask):
+def _compiled_unsupported_reasons(regions, words, mask):
     why = []
     if words.shape[2] > MAX_WORDS:
         why.append(f"T={words.shape[2]} > {MAX_WORDS} words")
@@ -390,11 +382,8 @@ def _compiled_supports(regions, words, mask):
     return why
 
 
-DISPATCH = _backend.OpDispatch("word_region_attention")
-DISPATCH.register("reference")
-DISPATCH.register("cpu", _compiled_supports)
-DISPATCH.register("cuda", _compiled_supports)
-DISPATCH.register("triton", _compiled_supports)
+DISPATCH = _backend.OpDispatch("word_region_attention", op="word_region_attention")
+DISPATCH.register_backends(_compiled_unsupported_reasons)
 
 
 def _validate(regions, words, mask, return_attention) -> None:
@@ -459,6 +448,6 @@ def word_region_attention(regions: torch.Tensor, words: torch.Tensor, mask: torc
     if torch.is_grad_enabled() and (regions.requires_grad or words.requires_grad):
         return _WordRegionAttentionFunction.apply(regions, words, mask, return_attention, backend)
     # inference: skip autograd (and the row statistics it would keep)
-    context, _, attention = _fused_ops(backend)[0](
+    context, _, attention = DISPATCH.fused_ops(backend)[0](
         regions.contiguous(memory_format=_checks.layout_of(regions)), words.contiguous(), mask, return_attention)
     return (context, attention) if return_attention else context

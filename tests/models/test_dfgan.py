@@ -19,13 +19,13 @@ from fastt2i.models import (
     g_in_out_channels,
     load_official_state_dict,
 )
-from fastt2i.models import dfgan_official as official
+from fastt2i.official import dfgan as official
 from fastt2i.text import RNNEncoder
 
 from helpers import assert_rel_close, fused_backends, rel_error
 
 
-# The official modules: fastt2i.models.dfgan_official, a literal transcription of tobran/DF-GAN.
+# The official modules: fastt2i.official.dfgan, an eager transcription of tobran/DF-GAN.
 
 
 def _randomise(module, seed):
@@ -55,6 +55,9 @@ def test_channel_schedules_match_the_official_formula():
     assert g_in_out_channels(32, 64) == [(256, 256), (256, 128), (128, 64), (64, 32)]
     with pytest.raises(ValueError, match="imsize"):
         g_in_out_channels(32, 100)
+    for imsize in (64, 128, 256):  # the same schedule as the official transcription's
+        assert g_in_out_channels(32, imsize) == official.generator_channels(32, imsize)
+        assert d_in_out_channels(32, imsize) == official.discriminator_channels(32, imsize)
 
 
 @pytest.mark.parametrize("imsize", [64, 128, 256])
@@ -192,6 +195,7 @@ def _d_and_g_grads(model, imgs, sent, noise):
     return fake.detach(), err_d.detach(), d_grads, g_grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", fused_backends())
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_backends_agree_on_the_whole_model(backend, channels_last):

@@ -56,6 +56,7 @@ def test_two_steps_give_finite_losses_and_a_grid(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]  # atomic writes leave no temp file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_amp_channels_last_and_ema_step(tmp_path, amp):
     t = _trainer(tmp_path, amp=amp, channels_last=True, ema=0.9, steps=1)
@@ -67,6 +68,7 @@ def test_amp_channels_last_and_ema_step(tmp_path, amp):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["fastt2i"]["ema"] is not None
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tmp_path):
     a = _trainer(tmp_path / "a", steps=2, save_every=2)
     a.train()                      # saves at step 2 ...
@@ -169,6 +171,7 @@ def test_cli_train_and_sample(tmp_path, capsys):
     assert rc == 2 and "dataset folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_take_steps(tmp_path):
     out = tmp_path / "ddp"
     # gloo on the loopback interface: resolving the sandbox's hostname can stall the rendezvous
@@ -220,6 +223,7 @@ def test_sample_from_official_files(tmp_path):
         "--text-encoder", str(tmp_path / "text_encoder200.pth"), "--vocab", str(tmp_path / "captions.pickle")]) == 0
 
 
+@pytest.mark.slow
 def test_demo_writes_grid_and_step_time_line(tmp_path, monkeypatch, capsys):
     from fastt2i import ops
     from fastt2i.train import demo

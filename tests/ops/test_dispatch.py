@@ -10,7 +10,7 @@ import torch
 from fastt2i import ops
 from fastt2i.ops import _backend
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 
 def test_available_backends_lists_reference_last():
