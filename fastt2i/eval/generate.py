@@ -1,6 +1,7 @@
 """Generation for evaluation: a checkpoint of a family -> images for a list of captions.
 
-One small interface (``load_generator(family, checkpoint, ...)`` -> ``CaptionGenerator``) so
+Generation uses the sampling code of fastt2i.train, imported lazily (fastt2i.eval sits below
+the trainers; the family registry will supply the loaders).  One small interface (``load_generator(family, checkpoint, ...)`` -> ``CaptionGenerator``) so
 that the family registry can replace the table below.  The noise of image ``i`` is drawn from
 a generator seeded with (seed, i): the images, and so the metrics, do not depend on the batch
 size or on how many ranks share the work.
@@ -12,8 +13,6 @@ import hashlib
 import os
 
 import torch
-
-from fastt2i.train.checkpoint import read_checkpoint_file
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -100,6 +99,9 @@ def load_generator(family: str, checkpoint: str, device="cpu", use_ema: bool = T
     """Load the generator of ``family`` from ``checkpoint`` (clear errors for a missing file or another family)."""
     if family not in LOADERS:
         raise ValueError(f"family: evaluation can generate with {sorted(LOADERS)}, got {family!r}")
+    # sampling lives in fastt2i.train (a layer above): imported here, not at module import
+    from fastt2i.train.checkpoint import read_checkpoint_file
+
     checkpoint = os.fspath(checkpoint)
     obj = read_checkpoint_file(checkpoint)
     declared = checkpoint_family(obj)

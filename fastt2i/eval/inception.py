@@ -153,19 +153,32 @@ _TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d
           "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
 
+def _random_init(net: nn.Module) -> None:
+    # He-normal weights: with eval-mode BatchNorm acting as the identity, activations keep their
+    # scale through the ~50 layers, so random features still differ between images (PyTorch's
+    # default init shrinks them towards a constant and every FID of a random net would be 0).
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def _load_weights(net: nn.Module, protocol: str, weights) -> str:
     """Load ``weights`` into ``net``; returns a description of where they came from."""
     if weights is None:
+        _random_init(net)
         return "random (testing only)"
     if isinstance(weights, dict):
         state, origin = weights, "state dict"
     elif weights == "download":
-        if protocol == "torchvision":
-            state = tv_inception.Inception_V3_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-            origin = "torchvision IMAGENET1K_V1"
-        else:
-            state = torch.hub.load_state_dict_from_url(TF_INCEPTION_URL, progress=True)
-            origin = TF_INCEPTION_URL.rsplit("/", 1)[-1]
+        url = tv_inception.Inception_V3_Weights.IMAGENET1K_V1.url if protocol == "torchvision" else TF_INCEPTION_URL
+        origin = "torchvision IMAGENET1K_V1" if protocol == "torchvision" else url.rsplit("/", 1)[-1]
+        try:
+            state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=protocol == "torchvision")
+        except OSError as exc:  # offline: URLError and socket errors are OSErrors
+            raise RuntimeError(f"cannot download the {protocol} Inception weights ({url}): {exc}. Offline, pass "
+                               "--inception-weights PATH (a state dict file)") from exc
     else:
         path = os.fspath(weights)
         if not os.path.isfile(path):
@@ -178,11 +191,17 @@ def _load_weights(net: nn.Module, protocol: str, weights) -> str:
         # the auxiliary classifier is unused at evaluation; a file without it is fine
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
         net.AuxLogits = None
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = net.state_dict()
+    mis_shaped = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected or mis_shaped:
         raise ValueError(f"Inception weights ({protocol}, {origin}) do not fit the {protocol} network: "
                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                         f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+                         f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+                         f"mis-shaped {mis_shaped[:3]}{'...' if len(mis_shaped) > 3 else ''}")
+    net.load_state_dict(state)
     return origin
 
 
