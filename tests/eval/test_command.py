@@ -169,3 +169,41 @@ def test_eval_with_random_inception_weights_file(checkpoint, tmp_path, protocol)
     r = json.loads(out.read_text())
     assert r["protocol"]["fid"] == protocol and np.isfinite(r["metrics"]["fid"]) and r["metrics"]["fid"] > 0
     assert FakeInception  # the fast tests' stand-in and this one share the command path
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_match_one_process(checkpoint, tmp_path):
+    """`torchrun -m fastt2i.eval` on 2 CPU ranks (gloo, loopback) gives one process's numbers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from fastt2i.eval.inception import InceptionFeatures
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save(InceptionFeatures("torchvision", None).net.state_dict(), weights)
+    ref = tmp_path / "ref.npz"
+    common = ["--inception-weights", str(weights), "--no-progress", "--device", "cpu"]
+    assert main(["stats", "--data", "synthetic:4", "--imsize", "32", "--out", str(ref)] + common) == 0
+    args = ["dfgan", "--checkpoint", str(checkpoint), "--data", "synthetic:6", "--metrics", "fid,is",
+            "--fid-stats", str(ref), "--is-splits", "2", "--batch", "2"] + common
+    assert main(args + ["--out", str(tmp_path / "one.json")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path), GLOO_SOCKET_IFNAME="lo")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+           "-m", "fastt2i.eval"] + args + ["--out", str(tmp_path / "two.json")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("the torchrun evaluation did not finish in 600 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert two["world_size"] == 2 and two["metrics"]["n"] == one["metrics"]["n"] == 6
+    # same images (noise seeded per image); features may differ in the last float32 bits by batch layout
+    assert two["metrics"]["fid"] == pytest.approx(one["metrics"]["fid"], rel=1e-4)
+    assert two["metrics"]["is_mean"] == pytest.approx(one["metrics"]["is_mean"], rel=1e-4)
