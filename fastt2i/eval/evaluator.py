@@ -127,7 +127,9 @@ class MetricSet:
                 raise ValueError("synthetic: each image needs its caption")
             out = self.synthetic_fn(images, list(captions))
             if isinstance(out, dict):
-                out = out.get("accuracy", out)
+                if "accuracy" not in out:
+                    raise ValueError(f"synthetic: caption_accuracy returned a dict without 'accuracy' ({sorted(out)})")
+                out = out["accuracy"]
             if isinstance(out, (int, float)):
                 self.synthetic_weighted[0] += float(out) * images.shape[0]
                 self.synthetic_weighted[1] += images.shape[0]
@@ -201,7 +203,8 @@ def run_generator(metric_set: MetricSet, generator, captions: Sequence[str], poo
                   batch_size: int, progress: bool = True, desc: str = "eval") -> dict:
     """Generate this rank's share of ``captions`` (image i from caption i) and feed the metrics.
 
-    Returns {'metrics' (rank 0) | None, 'seconds', 'images'} where images counts all ranks.
+    Returns {'metrics': the merged dict on rank 0 (None on the others), 'seconds': this rank's time,
+    'finalize_seconds': the part spent merging and computing the final numbers}.
     """
     rank, world = dist_info()
     mine = shard(len(captions), rank, world)
@@ -220,21 +223,23 @@ def run_generator(metric_set: MetricSet, generator, captions: Sequence[str], poo
             bar.update(len(idx) * world)
     if bar is not None:
         bar.close()
+    t1 = time.perf_counter()
     result = metric_set.result()
-    return {"metrics": result, "seconds": time.perf_counter() - t0}
+    t2 = time.perf_counter()
+    return {"metrics": result, "seconds": t2 - t0, "finalize_seconds": t2 - t1}
 
 
 # ----------------------------------------------------------------------------- training hook
 def make_train_evaluator(metrics: str | Sequence[str] = "fid", n: int = 2048, protocol: str = "torchvision",
                          inception_weights="download", reference=None, captions: Sequence[str] | None = None,
-                         batch_size: int = 50, seed: int = 0, use_ema: bool = True,
+                         batch_size: int = 50, seed: int = 0, use_ema: bool = True, split: str = "test",
                          synthetic_fn: Callable | None = None, progress: bool = False) -> Callable[..., dict]:
     """A callable ``evaluate(trainer) -> {'fid': ..., 'is_mean': ..., ...}`` for ``--eval-every``.
 
-    ``reference``: (mu, sigma) or an npz path; when None, FID's reference is computed once from
-    the trainer's dataset (its first ``n`` images).  ``captions``: the captions to generate from
-    (default: the first ``n`` of the trainer's dataset).  The Inception network is built at the
-    first call and kept.  Under DDP call it on every rank: each generates its share and the
+    The held-out ``split`` of the trainer's data (``trainer.cfg.data``, at the model's size) gives
+    the captions (its first ``n``, unless ``captions`` is given) and, when ``reference`` (an npz
+    path or (mu, sigma)) is None, FID's reference statistics (its first ``n`` images, computed once).
+    The Inception network and the reference are built at the first call and kept.  Under DDP call it on every rank: each generates its share and the
     statistics merge; the dict is returned on rank 0 ({} on the others).  R-precision is not
     offered here (it needs DAMSM encoders the trainer may not have).
     """
@@ -249,11 +254,16 @@ def make_train_evaluator(metrics: str | Sequence[str] = "fid", n: int = 2048, pr
         from .images import dataset_batches
         from .stats import load_stats
 
+        from fastt2i.data import build_dataset
+
         device = trainer.device
         if "inception" not in state and ("fid" in names or "is" in names):
             state["inception"] = InceptionFeatures(protocol, inception_weights).to(device)
         inception = state.get("inception")
-        dataset = trainer.dataset
+        if "dataset" not in state:
+            state["dataset"] = build_dataset(trainer.cfg.data, split, imsize=trainer.mcfg.imsize,
+                                             words_num=trainer.mcfg.words_num, seed=trainer.cfg.seed)
+        dataset = state["dataset"]
         if "reference" not in state and "fid" in names:
             if reference is None:
                 rank, world = dist_info()

@@ -5,6 +5,14 @@
                   (built as torchvision builds its pretrained model, ``transform_input=True``)
                   maps that back to the [-1, 1] range its ported Google weights expect.
                   pool3 = 2048-d average pool; logits = its 1000-class head.
+``torchvision-legacy``  torchvision's ImageNet Inception-v3 behind the InceptionV3 wrapper of early
+                  pytorch-fid, as DF-GAN-based repositories ship it in ``code/models/inception.py``:
+                  it maps its [0, 1] input with torchvision's ``transform_input`` formula as if
+                  the input were ImageNet-normalised, x * std / 0.5 + (mean - 0.5) / 0.5 per
+                  channel, so the network sees about [-0.19, 0.43] instead of [-1, 1].  DF-GAN's
+                  own ``models/inception.py`` is not in its public repository; forks carry either
+                  this file or pytorch-fid's later one (which is ``tf-inception``), so both are
+                  offered, named.
 ``tf-inception``  The network of the original TensorFlow FID (the 2015-12-05 ImageNet graph) as
                   pytorch-fid ports it: torchvision's layout with a 1008-class head, TF's
                   average pooling that ignores padded pixels in the Mixed 5/6/7b blocks and a
@@ -26,14 +34,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import inception as tv_inception
 
-PROTOCOLS = ("torchvision", "tf-inception")
+PROTOCOLS = ("torchvision", "torchvision-legacy", "tf-inception")
 INPUT_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The ported TF weights, as pytorch-fid publishes them (used only by weights="download").
 TF_INCEPTION_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                     "pt_inception-2015-12-05-6726825d.pth")
-NUM_CLASSES = {"torchvision": 1000, "tf-inception": 1008}
+NUM_CLASSES = {"torchvision": 1000, "torchvision-legacy": 1000, "tf-inception": 1008}
 FEATURE_DIM = 2048
 
 
@@ -66,10 +74,12 @@ def preprocess(images: torch.Tensor, protocol: str) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1] -> the network input of ``protocol`` (N, 3, 299, 299) float32."""
     check_protocol(protocol)
     x = resize_to_input(check_images01(images))
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     if protocol == "torchvision":
-        mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std
+    if protocol == "torchvision-legacy":  # transform_input's formula on [0, 1] pixels (see the module doc)
+        return x * (std / 0.5) + (mean - 0.5) / 0.5
     return x * 2 - 1
 
 
@@ -172,10 +182,11 @@ def _load_weights(net: nn.Module, protocol: str, weights) -> str:
     if isinstance(weights, dict):
         state, origin = weights, "state dict"
     elif weights == "download":
-        url = tv_inception.Inception_V3_Weights.IMAGENET1K_V1.url if protocol == "torchvision" else TF_INCEPTION_URL
-        origin = "torchvision IMAGENET1K_V1" if protocol == "torchvision" else url.rsplit("/", 1)[-1]
+        tv = protocol != "tf-inception"
+        url = tv_inception.Inception_V3_Weights.IMAGENET1K_V1.url if tv else TF_INCEPTION_URL
+        origin = "torchvision IMAGENET1K_V1" if tv else url.rsplit("/", 1)[-1]
         try:
-            state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=protocol == "torchvision")
+            state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=tv)
         except OSError as exc:  # offline: URLError and socket errors are OSErrors
             raise RuntimeError(f"cannot download the {protocol} Inception weights ({url}): {exc}. Offline, pass "
                                "--inception-weights PATH (a state dict file)") from exc
@@ -187,7 +198,7 @@ def _load_weights(net: nn.Module, protocol: str, weights) -> str:
         origin = os.path.basename(path)
     if not isinstance(state, dict):
         raise ValueError(f"Inception weights ({protocol}): expected a state dict, got {type(state).__name__}")
-    if protocol == "torchvision":
+    if protocol != "tf-inception":
         # the auxiliary classifier is unused at evaluation; a file without it is fine
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
         net.AuxLogits = None
@@ -208,13 +219,13 @@ def _load_weights(net: nn.Module, protocol: str, weights) -> str:
 class InceptionFeatures(nn.Module):
     """Inception-v3 of a named protocol: images in [0, 1] -> (pool3 (N, 2048), logits (N, C)) float32.
 
-    ``C`` is 1000 for ``torchvision`` and 1008 for ``tf-inception``.  Frozen, always in eval mode.
+    ``C`` is 1000 for the torchvision protocols and 1008 for ``tf-inception``.  Frozen, always in eval mode.
     """
 
     def __init__(self, protocol: str = "torchvision", weights="download"):
         super().__init__()
         self.protocol = check_protocol(protocol)
-        self.net = torchvision_inception_v3() if protocol == "torchvision" else tf_fid_inception_v3()
+        self.net = tf_fid_inception_v3() if protocol == "tf-inception" else torchvision_inception_v3()
         self.weights = _load_weights(self.net, protocol, weights)
         self.net.AuxLogits = None
         self.num_classes = NUM_CLASSES[protocol]

@@ -37,7 +37,7 @@ def known_image():
     return img, rows, cols
 
 
-@pytest.mark.parametrize("protocol", ["torchvision", "tf-inception"])
+@pytest.mark.parametrize("protocol", ["torchvision", "torchvision-legacy", "tf-inception"])
 def test_preprocess_known_image(protocol):
     img, rows, cols = known_image()
     out = preprocess(torch.from_numpy(img).float()[None], protocol)[0].double().numpy()
@@ -47,6 +47,8 @@ def test_preprocess_known_image(protocol):
         expected = resized * s
         if protocol == "torchvision":
             expected = (expected - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+        elif protocol == "torchvision-legacy":
+            expected = expected * IMAGENET_STD[c] / 0.5 + (IMAGENET_MEAN[c] - 0.5) / 0.5
         else:
             expected = expected * 2 - 1
         np.testing.assert_allclose(out[c], expected, atol=2e-6)
@@ -123,6 +125,10 @@ def test_torchvision_transform_input_is_the_minus1_1_map():
     net = InceptionFeatures("torchvision", weights=None)
     x = torch.rand(1, 3, 299, 299)
     torch.testing.assert_close(net.preprocess(x), x * 2 - 1, atol=1e-6, rtol=0)
+    # the legacy wrapper feeds the network its formula directly, with no further transform
+    legacy = InceptionFeatures("torchvision-legacy", weights=None)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(legacy.preprocess(x), x * std / 0.5 + (mean - 0.5) / 0.5)
 
 
 @pytest.mark.slow
