@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from fakes import FakeInception, fake_images
+from eval_fakes import FakeInception, fake_images
 
 from fastt2i.eval.evaluator import MetricSet, parse_metrics, shard
 from fastt2i.eval.images import from_generator

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from fakes import fake_inception_factory
+from eval_fakes import fake_inception_factory
 from PIL import Image
 
 from fastt2i.eval import command, evaluator
