@@ -107,13 +107,18 @@ def _psd_sqrt(a: np.ndarray) -> np.ndarray:
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """tr sqrtm(sigma1 @ sigma2) for symmetric PSD matrices, by symmetric eigendecompositions.
 
-    sigma1 sigma2 is similar to S sigma2 S with S = sigma1^(1/2), which is symmetric PSD, so the
-    eigenvalues of the product are those of S sigma2 S (real, >= 0) and the trace of its square
-    root is the sum of their square roots.  Two ``eigh`` calls: no complex arithmetic, no
-    Schur iteration, and well defined when the matrices are singular (fewer images than D).
+    With sigma1 = L L^T (Cholesky), sigma1 sigma2 is similar to L^T sigma2 L, which is symmetric
+    PSD, so the eigenvalues of the product are those of L^T sigma2 L (real, >= 0) and the trace
+    of its square root is the sum of their square roots: a Cholesky factorisation, two products
+    and one eigenvalues-only ``eigvalsh``; no complex arithmetic, no Schur iteration.  When
+    sigma1 is singular (fewer images than D) L is replaced by the PSD square root (``eigh``).
     """
-    s = _psd_sqrt(sigma1)
-    m = s @ sigma2 @ s
+    try:
+        factor = np.linalg.cholesky(sigma1)
+        m = factor.T @ sigma2 @ factor
+    except np.linalg.LinAlgError:
+        s = _psd_sqrt(sigma1)
+        m = s @ sigma2 @ s
     w = np.linalg.eigvalsh((m + m.T) / 2)
     return float(np.sqrt(np.clip(w, 0, None)).sum())
 
