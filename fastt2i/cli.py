@@ -3,6 +3,7 @@
     fastt2i train FAMILY --data synthetic|birds:PATH|flowers:PATH|coco:PATH [options]
     fastt2i sample FAMILY --checkpoint CKPT --caption "..." [--caption ...] --out grid.png
     fastt2i demo [FAMILY] [--minutes 3] [--out demo_out]
+    fastt2i eval FAMILY|images|stats [--checkpoint CKPT --data SPEC --metrics fid,is,rprec,synthetic ...]
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m fastt2i train FAMILY ...``.
 Flags with the same meaning are the same for every family; ``fastt2i train FAMILY --help``
@@ -118,7 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub, fams)
     _sample_parser(sub, fams)
     _demo_parser(sub, fams)
+    _eval_parser(sub)
     return p
+
+
+def _eval_parser(sub) -> None:
+    from fastt2i.eval.command import __doc__ as eval_doc, add_arguments
+
+    p = sub.add_parser("eval", help="FID / IS / R-precision / synthetic accuracy of a checkpoint or a folder; "
+                       "reference FID statistics", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=eval_doc)
+    add_arguments(p)
 
 
 def cmd_train(a) -> int:
@@ -184,6 +195,12 @@ def cmd_sample(a) -> int:
     return 0
 
 
+def cmd_eval(a) -> int:
+    from fastt2i.eval.command import run
+
+    return run(a)
+
+
 def cmd_demo(a) -> int:
     from fastt2i.train.registry import get_family
 
@@ -196,7 +213,7 @@ def cmd_demo(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}[a.command](a)
+        return {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo, "eval": cmd_eval}[a.command](a)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
         print(f"fastt2i {a.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -23,13 +23,14 @@ import torch
 from .evaluator import METRICS, MetricSet, dist_info, parse_metrics, reference_statistics, run_generator, shard
 from .inception import PROTOCOLS, InceptionFeatures
 
-FAMILIES = ("dfgan",)
 # images per test caption as the papers evaluate (DF-GAN: CUB test set x 10 ~ 30k; COCO val x 1)
 PER_CAPTION = {"birds": 10, "flowers": 10, "coco": 1, "synthetic": 1}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", choices=FAMILIES + ("images", "stats"),
+    from .generate import evaluable_families
+
+    p.add_argument("target", choices=evaluable_families() + ("images", "stats"),
                    help="a model family (generate from --checkpoint), 'images' (a folder) or 'stats' (reference npz)")
     p.add_argument("--checkpoint", help="fastt2i checkpoint, official state_epoch_*.pth or netG file")
     p.add_argument("--data", help="synthetic[:N] | birds:PATH | flowers:PATH | coco:PATH: the captions (and "
@@ -40,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-protocol", default="torchvision", choices=PROTOCOLS,
                    help="Inception network for FID and IS (default torchvision, DF-GAN's)")
     p.add_argument("--inception-weights", default="download",
-                   help="state dict path, or 'download' (torchvision's / pytorch-fid's file)")
+                   help="state dict path, 'download' (torchvision's / pytorch-fid's file), or 'random' "
+                   "(smoke tests: meaningless numbers)")
     p.add_argument("--fid-stats", help="reference npz (mu, sigma): DF-GAN *_FIDK0.npz or pytorch-fid; "
                    "default: computed from --data")
     p.add_argument("--n", type=int, default=None, help="images to generate (default: test captions x per-caption)")
@@ -83,7 +85,7 @@ def git_commit() -> str | None:
 
 def setup_distributed(device_name: str) -> torch.device:
     """Initialise the process group under torchrun (gloo on CPU, nccl on CUDA); the device of this rank."""
-    from fastt2i.train.dfgan import dist_env, resolve_device
+    from fastt2i.train.core import dist_env, resolve_device
 
     rank, world, local_rank = dist_env()
     device = resolve_device(device_name, local_rank)
@@ -244,7 +246,7 @@ def run_eval(args, device) -> int:
         from .generate import file_sha256
         kind, _ = parse_data_spec(args.data)
         dataset = build_dataset(args.data, args.split, imsize=args.imsize or gen.imsize,
-                                words_num=gen.config.words_num)
+                                words_num=getattr(gen.config, "words_num", 18))
         captions, rows, pool, pool_classes = caption_plan(dataset, kind, args.n, args.per_caption)
         reference = None
         if "fid" in metrics:

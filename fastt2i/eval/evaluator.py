@@ -230,9 +230,25 @@ def run_generator(metric_set: MetricSet, generator, captions: Sequence[str], poo
 
 
 # ----------------------------------------------------------------------------- training hook
+class _TrainerSampler:
+    """``run_generator``'s generator interface over ``trainer.sample(captions, generator)``."""
+
+    def __init__(self, trainer, seed: int):
+        self.trainer, self.seed = trainer, int(seed)
+        self.imsize = trainer.mcfg.imsize
+
+    @torch.no_grad()
+    def __call__(self, captions, indices) -> torch.Tensor:
+        from .generate import image_noise_seed
+
+        indices = list(indices)
+        g = torch.Generator().manual_seed(image_noise_seed(self.seed, indices[0] if indices else 0))
+        return self.trainer.sample(list(captions), g).float()
+
+
 def make_train_evaluator(metrics: str | Sequence[str] = "fid", n: int = 2048, protocol: str = "torchvision",
                          inception_weights="download", reference=None, captions: Sequence[str] | None = None,
-                         batch_size: int = 50, seed: int = 0, use_ema: bool = True, split: str = "test",
+                         batch_size: int = 50, seed: int = 0, split: str = "test",
                          synthetic_fn: Callable | None = None, progress: bool = False) -> Callable[..., dict]:
     """A callable ``evaluate(trainer) -> {'fid': ..., 'is_mean': ..., ...}`` for ``--eval-every``.
 
@@ -250,7 +266,6 @@ def make_train_evaluator(metrics: str | Sequence[str] = "fid", n: int = 2048, pr
     state: dict = {}
 
     def evaluate(trainer) -> dict:
-        from .generate import CaptionGenerator
         from .images import dataset_batches
         from .stats import load_stats
 
@@ -262,7 +277,7 @@ def make_train_evaluator(metrics: str | Sequence[str] = "fid", n: int = 2048, pr
         inception = state.get("inception")
         if "dataset" not in state:
             state["dataset"] = build_dataset(trainer.cfg.data, split, imsize=trainer.mcfg.imsize,
-                                             words_num=trainer.mcfg.words_num, seed=trainer.cfg.seed)
+                                             words_num=getattr(trainer.mcfg, "words_num", 18), seed=trainer.cfg.seed)
         dataset = state["dataset"]
         if "reference" not in state and "fid" in names:
             if reference is None:
@@ -276,17 +291,19 @@ def make_train_evaluator(metrics: str | Sequence[str] = "fid", n: int = 2048, pr
         caps = list(captions) if captions is not None else [
             dataset.caption(i) if hasattr(dataset, "caption") else dataset.vocab.decode(dataset.captions[
                 i * dataset.embeddings_num]) for i in range(min(n, len(dataset)))]
-        netG = trainer.ema if (use_ema and getattr(trainer, "ema", None) is not None) else trainer.netG
-        was_training = netG.training
-        netG.eval()
+        # every family samples through trainer.sample (its EMA generator when it keeps one)
+        gen = _TrainerSampler(trainer, seed)
+        generators = [m for name, m in trainer.networks.items() if name.startswith("netG")]
+        modes = [m.training for m in generators]
+        for m in generators:
+            m.eval()
         try:
-            gen = CaptionGenerator(netG, trainer.text_encoder, trainer.vocab, trainer.mcfg, trainer.sentence_norm,
-                                   device, seed=seed)
             ms = MetricSet(names, inception, state.get("reference"), is_splits=min(10, len(caps)),
                            synthetic_fn=synthetic_fn)
             out = run_generator(ms, gen, caps, None, batch_size, progress, desc="eval")
         finally:
-            netG.train(was_training)
+            for m, mode in zip(generators, modes):
+                m.train(mode)
         metrics_out = out["metrics"]
         if metrics_out is None:
             return {}

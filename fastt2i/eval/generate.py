@@ -81,7 +81,7 @@ class CaptionGenerator:
 def _load_dfgan(checkpoint: str, obj, device, use_ema: bool, text_encoder: str | None, vocab: str | None,
                 preset: str, truncation: float | None, amp: str) -> CaptionGenerator:
     from fastt2i.models import DFGANConfig
-    from fastt2i.train.sampling import load_sampler
+    from fastt2i.train.families.dfgan import load_sampler
 
     netG, text_enc, voc, cfg, sentence_norm = load_sampler(
         checkpoint, device, use_ema=use_ema, text_encoder_path=text_encoder, vocab_path=vocab,
@@ -89,16 +89,60 @@ def _load_dfgan(checkpoint: str, obj, device, use_ema: bool, text_encoder: str |
     return CaptionGenerator(netG, text_enc, voc, cfg, sentence_norm, device, truncation, amp)
 
 
-# family -> loader; the family registry of fastt2i.cli replaces this table at merge
+class FamilySampler(CaptionGenerator):
+    """Captions -> images through a registered family's ``image_sampler`` (every family with one).
+
+    The family's sampler draws the noise of a batch from one generator, seeded here with (seed,
+    first image of the batch): reproducible for a given --batch, but unlike DF-GAN's per-image
+    seeds the images change with the batch size and the number of ranks."""
+
+    def __init__(self, family: str, sample_images, device, amp: str = "none", seed: int = 0):
+        if amp != "none":
+            raise ValueError(f"amp: --amp bf16 is implemented for dfgan only, got {amp!r} for {family}")
+        self.family, self.sample_images = family, sample_images
+        self.device, self.amp, self.seed = torch.device(device), amp, int(seed)
+        self.imsize = int(getattr(sample_images, "imsize", 64))
+        self.truncation = 0.0
+        self.config = getattr(sample_images, "config", None)
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str], indices) -> torch.Tensor:
+        indices = list(indices)
+        # a CPU generator: the families draw noise on the CPU and move it (same images on any device)
+        g = torch.Generator().manual_seed(image_noise_seed(self.seed, indices[0] if indices else 0))
+        return self.sample_images(list(captions), g).float()
+
+
+def _load_registered(family: str):
+    def load(checkpoint: str, obj, device, use_ema: bool, text_encoder, vocab, preset, truncation, amp):
+        from fastt2i.train.registry import get_family
+
+        fam = get_family(family)
+        if fam.image_sampler is None:
+            raise ValueError(f"family {family!r} has no image sampler: it cannot be evaluated from a checkpoint")
+        return FamilySampler(family, fam.image_sampler(checkpoint, device, use_ema=use_ema), device, amp)
+
+    return load
+
+
+# DF-GAN keeps per-image noise seeds (metrics independent of batch and ranks); every other
+# registered family generates through its Family.image_sampler.
 LOADERS = {"dfgan": _load_dfgan}
+
+
+def evaluable_families() -> tuple[str, ...]:
+    """Families ``fastt2i eval`` can generate with: DF-GAN and every registered family with an image sampler."""
+    from fastt2i.train.registry import registered_families
+
+    return tuple(sorted(set(LOADERS) | {n for n, f in registered_families().items() if f.image_sampler}))
 
 
 def load_generator(family: str, checkpoint: str, device="cpu", use_ema: bool = True, text_encoder: str | None = None,
                    vocab: str | None = None, preset: str = "birds", truncation: float | None = None,
                    amp: str = "none", seed: int = 0) -> CaptionGenerator:
     """Load the generator of ``family`` from ``checkpoint`` (clear errors for a missing file or another family)."""
-    if family not in LOADERS:
-        raise ValueError(f"family: evaluation can generate with {sorted(LOADERS)}, got {family!r}")
+    if family not in evaluable_families():
+        raise ValueError(f"family: evaluation can generate with {list(evaluable_families())}, got {family!r}")
     # sampling lives in fastt2i.train (a layer above): imported here, not at module import
     from fastt2i.train.checkpoint import read_checkpoint_file
 
@@ -108,7 +152,8 @@ def load_generator(family: str, checkpoint: str, device="cpu", use_ema: bool = T
     if declared is not None and declared != family:
         raise ValueError(f"{checkpoint} is a {declared!r} checkpoint, not {family!r}: run `fastt2i eval {declared} ...`")
     try:
-        gen = LOADERS[family](checkpoint, obj, device, use_ema, text_encoder, vocab, preset, truncation, amp)
+        load = LOADERS.get(family) or _load_registered(family)
+        gen = load(checkpoint, obj, device, use_ema, text_encoder, vocab, preset, truncation, amp)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{checkpoint}: does not hold {family} weights ({type(exc).__name__}: {exc})") from exc
     gen.seed = int(seed)

@@ -22,8 +22,8 @@
 Both resize with ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)``
 (what pytorch-fid does and what ``transforms.Resize`` does when upsampling 256 -> 299, where
 antialiasing has no effect).  Weights: a path to a state dict, ``"download"`` (torchvision's
-weights, or pytorch-fid's release file ``pt_inception-2015-12-05``), or ``None`` for a random
-network (tests only: its numbers mean nothing).
+weights, or pytorch-fid's release file ``pt_inception-2015-12-05``), or ``None`` / ``"random"``
+for a random network (smoke tests only: its numbers mean nothing, and the results say so).
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def _random_init(net: nn.Module) -> None:
 
 def _load_weights(net: nn.Module, protocol: str, weights) -> str:
     """Load ``weights`` into ``net``; returns a description of where they came from."""
-    if weights is None:
+    if weights is None or weights == "random":
         _random_init(net)
         return "random (testing only)"
     if isinstance(weights, dict):

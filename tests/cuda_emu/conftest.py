@@ -22,7 +22,8 @@ def emulated_cuda(emu, op: str, num_sms: int = 4):
     """Within: fastt2i.ops.<op>'s autograd Function, called with backend "cuda", runs the emulated CUDA
     glue and kernels on CPU tensors (the same Python autograd and the same C++ as on a GPU)."""
     module = importlib.import_module(f"fastt2i.ops.{op}")
-    fused = module._fused_ops
+    dispatch = module.DISPATCH
+    table_ops = dispatch.fused_ops
     fwd, bwd = {
         "df_affine": (emu.df_affine_fwd, emu.df_affine_bwd),
         "bias_leaky_relu": (emu.bias_leaky_relu_fwd, emu.bias_leaky_relu_bwd),
@@ -30,10 +31,11 @@ def emulated_cuda(emu, op: str, num_sms: int = 4):
         "damsm": (emu.damsm_word_fwd, emu.damsm_word_bwd),
         "word_region_attention": (emu.word_region_attention_fwd, emu.word_region_attention_bwd),
     }[op]
-    module._fused_ops = lambda backend: (fwd, bwd) if backend == "cuda" else fused(backend)
+    # an instance attribute shadows OpDispatch.fused_ops (the backend-table lookup) for this op only
+    dispatch.fused_ops = lambda backend: (fwd, bwd) if backend == "cuda" else table_ops(backend)
     emu.emu_set_num_sms(num_sms)
     try:
         yield module
     finally:
-        module._fused_ops = fused
+        del dispatch.fused_ops
         emu.emu_set_num_sms(4)
