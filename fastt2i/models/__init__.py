@@ -1,4 +1,19 @@
-"""GAN families on fastt2i's fused modules."""
+"""GAN families on fastt2i's fused modules.
+
+Each family module declares its checkpoint layout (``CHECKPOINT_LAYOUT``) with
+``fastt2i.models._checkpoint.register_layout``; the loading itself is generic.
+"""
+from ._checkpoint import (
+    CheckpointLayout,
+    FamilyMismatchError,
+    StateDictMismatchError,
+    identify,
+    layouts,
+    load_state_dict_checked,
+    load_weights,
+    register_layout,
+    strip_module_prefix,
+)
 from .dfgan import (
     DFGAN,
     DFGANConfig,
@@ -7,17 +22,16 @@ from .dfgan import (
     NetC,
     NetD,
     NetG,
-    StateDictMismatchError,
     d_in_out_channels,
     g_in_out_channels,
     load_official_state_dict,
-    load_state_dict_checked,
-    strip_module_prefix,
 )
 
 __all__ = [
+    "CheckpointLayout",
     "DFGAN",
     "DFGANConfig",
+    "FamilyMismatchError",
     "GBlock",
     "G_Block",
     "NetC",
@@ -26,7 +40,11 @@ __all__ = [
     "StateDictMismatchError",
     "d_in_out_channels",
     "g_in_out_channels",
+    "identify",
+    "layouts",
     "load_official_state_dict",
     "load_state_dict_checked",
+    "load_weights",
+    "register_layout",
     "strip_module_prefix",
 ]
