@@ -416,3 +416,59 @@ def scene_accuracy(scenes: list[list[SceneObject]], captions: list[str]) -> Capt
     acc = {a: float(np.nanmean(per[a])) if n[a] else float("nan") for a in keys}
     chance = {a: chance_sum[a] / n[a] if n[a] else float("nan") for a in keys}
     return CaptionAccuracy(acc, chance, n, per)
+
+
+# ----------------------------------------------------------------------------- periodic evaluation
+
+def split_by_objects(captions: list[str]) -> tuple[list[int], list[int]]:
+    """Indices of the one-object and of the two-object captions."""
+    ones, twos = [], []
+    for i, c in enumerate(captions):
+        (ones if len(parse_caption(c)[0]) == 1 else twos).append(i)
+    return ones, twos
+
+
+class CaptionAccuracyEvaluator:
+    """An evaluator for a trainer of the synthetic shapes: ``fn(trainer) -> {metric: float}``.
+
+    Generates ``noises`` images per caption with ``trainer.sample(captions, generator)`` (the
+    same noise at every call: the generator is seeded with ``seed``), reads them back and
+    returns the accuracies of the one-object captions (``one/colour``, ``one/shape``,
+    ``one/size``, ``one/all``) and of the two-object captions (``two/colour``: both colours
+    right, ``two/shape``, ``two/size``, ``two/relation``, ``two/count``, ``two/all``).
+    The last images, scenes and :class:`CaptionAccuracy` per group stay in ``self.last``.
+    """
+
+    ONE = ("colour", "shape", "size", "all")
+    TWO = ("colour", "shape", "size", "relation", "count", "all")
+
+    def __init__(self, captions: list[str], noises: int = 1, seed: int = 0, batch_size: int = 64):
+        if noises < 1:
+            raise ValueError(f"noises: expected >= 1, got {noises}")
+        self.captions = [c for c in captions for _ in range(noises)]
+        for c in set(captions):
+            parse_caption(c)  # a caption the reader cannot judge is an error now, not at the first evaluation
+        self.noises, self.seed, self.batch_size = noises, seed, batch_size
+        self.groups = dict(zip(("one", "two"), split_by_objects(self.captions)))
+        self.last: dict = {}
+
+    def images(self, trainer) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.cat([trainer.sample(self.captions[i:i + self.batch_size], g).float().cpu()
+                          for i in range(0, len(self.captions), self.batch_size)])
+
+    def results(self, images: torch.Tensor) -> dict:
+        """{"one": CaptionAccuracy, "two": CaptionAccuracy} of images of ``self.captions``."""
+        scenes = read_scenes(images)
+        return {name: scene_accuracy([scenes[i] for i in idx], [self.captions[i] for i in idx])
+                for name, idx in self.groups.items() if idx}
+
+    def __call__(self, trainer) -> dict:
+        images = self.images(trainer)
+        res = self.results(images)
+        self.last = {"images": images, "results": res}
+        out = {}
+        for name, keys in (("one", self.ONE), ("two", self.TWO)):
+            if name in res:
+                out.update({f"{name}/{k}": res[name].accuracy[k] for k in keys})
+        return out

@@ -110,3 +110,27 @@ def test_bad_inputs_are_clear_errors():
         caption_accuracy(torch.zeros(2, 3, 32, 32), ["a small red circle"])
     with pytest.raises(ValueError, match="square"):
         caption_accuracy(torch.zeros(1, 3, 32, 48), ["a small red circle"])
+
+
+def test_evaluator_scores_a_perfect_and_a_blank_generator():
+    from fastt2i.eval.synthetic import CaptionAccuracyEvaluator
+
+    ds = SyntheticShapes(size=40, imsize=32, seed=6)
+    by_caption = {ds.caption(i): ds[i][0] for i in range(40)}
+
+    class Perfect:
+        def sample(self, captions, generator=None):
+            return torch.stack([by_caption[c] for c in captions])
+
+    class Blank:
+        def sample(self, captions, generator=None):
+            return torch.zeros(len(captions), 3, 32, 32)
+
+    ev = CaptionAccuracyEvaluator(list(by_caption), noises=2, seed=0, batch_size=16)
+    good = ev(Perfect())
+    assert set(good) == {f"one/{k}" for k in ev.ONE} | {f"two/{k}" for k in ev.TWO}
+    assert all(v == 1.0 for v in good.values()), good
+    assert ev.last["images"].shape == (2 * len(by_caption), 3, 32, 32)
+    assert all(v == 0.0 for v in ev(Blank()).values())
+    with pytest.raises(ValueError, match="caption"):
+        CaptionAccuracyEvaluator(["a red thing"])
