@@ -9,10 +9,9 @@ palette on a mid-grey background, so an image can be read back exactly:
    pixel's colour is the palette colour whose segment ``g -> c`` passes nearest to it, and its
    coverage is its projection on that segment.  Pixels more than half-way from the grey to
    their colour are foreground.
-2. **Objects** are the 4-connected foreground components (a component holding two colours,
-   each with the mass of an object, is split by colour: two touching shapes).  Specks smaller
-   than a third of the smallest shape are ignored; a blob larger than twice the largest shape
-   is clutter (an object with no colour, shape or size).
+2. **Objects** are the 4-connected foreground components (the dataset keeps shapes apart).
+   Specks smaller than a third of the smallest shape are ignored; a blob larger than twice the
+   largest shape is clutter (an object with no colour, shape or size).
 3. **Colour**: the colour with the largest coverage mass in the component.
 4. **Geometry** from the coverage-weighted moments of the component (its pixels and a one-pixel
    ring around it): the area; the centroid; the four-fold harmonic of the fourth moments
@@ -148,19 +147,14 @@ def _segment(pix: np.ndarray) -> _Blobs:
     fg = norm > 0.5 * np.sqrt(_PALETTE_SQ)[label]
     cover = np.clip(np.take_along_axis(proj, label[..., None], -1)[..., 0], 0.0, 1.0)
 
-    comp = _components(fg)
-    ids, comp = np.unique(comp, return_inverse=True)   # 0 stays 0 (background is the smallest)
-    comp = comp.reshape(fg.shape)
-    ncomp = len(ids)
+    ids, comp = np.unique(_components(fg), return_inverse=True)
+    comp = comp.reshape(fg.shape) + (0 if ids[0] == 0 else 1)   # components 1.., background 0
+    ncomp = int(comp.max()) + 1
     min_px = _MIN_AREA * S2
-    # split components holding two colours with an object's mass each (two touching shapes)
-    key = comp * 5 + label
-    mass = np.bincount(key[fg], weights=cover[fg], minlength=ncomp * 5).reshape(ncomp, 5)
-    mass[0] = 0
-    dominant = mass.argmax(1)
-    split = (mass >= min_px).sum(1) >= 2
-    key = np.where(split[comp], key, comp * 5 + dominant[comp])
-    key = np.where(fg, key, 0)
+    # the colour of a component: the palette colour with the most coverage in it (a generator's
+    # blue blob with purple patches is one blue object)
+    mass = np.bincount((comp * 5 + label)[fg], weights=cover[fg], minlength=ncomp * 5).reshape(ncomp, 5)
+    key = np.where(fg, comp * 5 + mass.argmax(1)[comp], 0)
     ids, obj = np.unique(key, return_inverse=True)
     obj = obj.reshape(fg.shape)
     if ids[0] != 0:  # no background pixel at all: keep 0 free for the background
@@ -169,9 +163,8 @@ def _segment(pix: np.ndarray) -> _Blobs:
     colour = ids % 5
     # coverage relative to the object's own core (robust to a generator's paler colours)
     n_obj = len(ids)
-    core_mass = np.bincount(obj.reshape(-1), weights=fg.reshape(-1).astype(np.float64), minlength=n_obj)
-    area_fg = core_mass.copy()
-    keep = (area_fg >= min_px)
+    area_fg = np.bincount(obj.reshape(-1), weights=fg.reshape(-1).astype(np.float64), minlength=n_obj)
+    keep = area_fg >= min_px
     keep[0] = False
     obj = np.where(keep[obj], obj, 0)
     # one-pixel ring (8-neighbourhood) of partially covered pixels around each object

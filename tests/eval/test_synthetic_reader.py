@@ -52,7 +52,10 @@ def test_noise_is_not_read_as_the_caption(kind, imsize):
     ds = SyntheticShapes(size=n, imsize=imsize, seed=4)
     res = caption_accuracy(images, [ds.caption(i) for i in range(n)])
     for a in ATTRIBUTES + ("all",):
-        assert res.accuracy[a] <= res.chance[a] + 0.03, (a, res.table())
+        # uniform noise is one clutter blob: the count is right for the one-object captions,
+        # about half of these 300 (standard error 3 points)
+        slack = 0.09 if a == "count" else 0.03
+        assert res.accuracy[a] <= res.chance[a] + slack, (a, res.table())
 
 
 @pytest.mark.parametrize("imsize", [32, 64])
@@ -80,13 +83,20 @@ def test_each_attribute_is_judged_on_its_own(imsize):
     assert res["count"] is False and res["relation"] is None
 
 
-def test_touching_shapes_of_two_colours_are_two_objects():
-    scene = [{"shape": "square", "colour": "red", "size": "large", "pos": (0.3, 0.5)},
-             {"shape": "square", "colour": "green", "size": "large", "pos": (0.3 + 2 * 0.19 * 0.9, 0.5)}]
-    img = torch.from_numpy(render(scene, 64).copy())[None]   # uint8 (1, H, W, 3) is accepted too
-    objs = read_scenes(img)[0]
-    assert sorted(o.colour for o in objs) == ["green", "red"]
-    assert all(o.shape == "square" and o.size == "large" for o in objs)
+def test_a_blob_of_two_colours_is_one_object_of_its_main_colour():
+    """A generator's blue blob with a purple patch: one object, blue (the dataset keeps shapes apart)."""
+    scene = [{"shape": "square", "colour": "blue", "size": "large", "pos": (0.5, 0.5)}]
+    img = render(scene, 64).copy()
+    img[28:36, 26:34] = (140, 50, 190)                        # a purple patch inside
+    objs = read_scenes(torch.from_numpy(img)[None])[0]        # uint8 (1, H, W, 3) is accepted too
+    assert [(o.colour, o.shape, o.size) for o in objs] == [("blue", "square", "large")]
+
+
+def test_an_image_of_only_foreground_has_one_clutter_object():
+    img = np.zeros((2, 32, 32, 3), np.uint8)
+    img[..., 0] = 255                                          # all red: no background pixel at all
+    scenes = read_scenes(img)
+    assert [[(o.colour, o.shape) for o in objs] for objs in scenes] == [[(None, None)], [(None, None)]]
 
 
 def test_parse_caption_inverts_describe():
