@@ -232,6 +232,7 @@ def plot_curve(rows: list[dict], chance: dict, path: str, title: str) -> str:
         import numpy as np
 
         top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, t, steps), lambda s: np.interp(s, steps, t)))
+        top.set_xticks(steps[::max(1, len(steps) // 6)][:-1] + steps[-1:])  # the evaluated steps, up to ~7
         top.set_xlabel("steps")
     fig.text(0.99, 0.01, "dotted: chance   dashed: target", ha="right", fontsize=7, color="grey")
     fig.tight_layout()
