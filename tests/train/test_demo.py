@@ -46,3 +46,18 @@ def test_demo_command_line_flags():
     add_arguments(p)
     a = p.parse_args(["--minutes", "0.5", "--eval-every", "7", "--threads", "1"])
     assert (a.minutes, a.eval_every, a.threads, a.out) == (0.5, 7, 1, "demo_out")
+
+
+def test_synthetic_caption_evaluator_is_offered_to_the_trainer():
+    import argparse
+
+    import pytest
+
+    from fastt2i.eval.synthetic import CaptionAccuracyEvaluator
+    from fastt2i.train import registered_evaluators
+
+    spec = registered_evaluators()["synthetic-captions"]
+    ev = spec.make(argparse.Namespace(data="synthetic", seed=100))
+    assert isinstance(ev, CaptionAccuracyEvaluator) and len(ev.captions) == 128
+    with pytest.raises(ValueError, match="needs --data synthetic"):
+        spec.make(argparse.Namespace(data="birds:/data/birds", seed=100))
