@@ -205,7 +205,11 @@ def _read_note(objs) -> str:
 
 
 def plot_curve(rows: list[dict], chance: dict, path: str, title: str) -> str:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise RuntimeError("the demo's curve.png needs matplotlib: pip install matplotlib "
+                           "(or pip install fastt2i[plots])") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
