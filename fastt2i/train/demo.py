@@ -204,13 +204,17 @@ def _read_note(objs) -> str:
     return "read: " + ", ".join(" ".join(v for v in (o.size, o.colour, o.shape) if v) or "clutter" for o in objs)
 
 
-def plot_curve(rows: list[dict], chance: dict, path: str, title: str) -> str:
+def _matplotlib():
     try:
         import matplotlib
     except ImportError as exc:
         raise RuntimeError("the demo's curve.png needs matplotlib: pip install matplotlib "
                            "(or pip install fastt2i[plots])") from exc
+    return matplotlib
 
+
+def plot_curve(rows: list[dict], chance: dict, path: str, title: str) -> str:
+    matplotlib = _matplotlib()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -263,6 +267,7 @@ def accuracy_table(results: dict) -> str:
 def run_demo(minutes: float = 3.0, out_dir: str = "demo_out", device: str = "auto", backend: str = "auto",
              seed: int = 100, bench_steps: int = 3, eval_every: int | None = None, threads: int | None = None,
              noises: int = NOISES, heldout: int = HELDOUT, progress: bool = True) -> dict:
+    _matplotlib()  # before minutes of training, not after
     dev = resolve_device(device)
     mcfg, fast = demo_configs(dev)
     on_ref = backend == "reference"
