@@ -16,7 +16,7 @@ from .official import (
     load_bboxes,
     load_text_data,
 )
-from .synthetic import SyntheticShapes, describe, render, sample_scene, synthetic_vocabulary
+from .synthetic import SyntheticShapes, describe, parse_caption, render, sample_scene, synthetic_vocabulary
 
 __all__ = [
     "CAPTIONS_PER_IMAGE",
@@ -29,6 +29,7 @@ __all__ = [
     "guess_dataset",
     "load_bboxes",
     "load_text_data",
+    "parse_caption",
     "parse_data_spec",
     "render",
     "sample_scene",

@@ -46,6 +46,26 @@ def describe(shapes: list[dict], relation: str | None) -> str:
     return " ".join([phrases[0]] + _relation_words(relation) + [phrases[1]])
 
 
+def parse_caption(caption: str) -> tuple[list[dict], str | None]:
+    """The inverse of :func:`describe`: ([{size, colour, shape}, ...], relation or None)."""
+    words = caption.lower().split()
+
+    def phrase(ws: list[str]) -> dict:
+        if len(ws) != 4 or ws[0] != "a" or ws[1] not in SIZES or ws[2] not in COLOURS or ws[3] not in SHAPES:
+            raise ValueError(f"caption {caption!r}: expected 'a <{'|'.join(SIZES)}> <{'|'.join(COLOURS)}> "
+                             f"<{'|'.join(SHAPES)}>' phrases, got {' '.join(ws)!r}")
+        return {"size": ws[1], "colour": ws[2], "shape": ws[3]}
+
+    if len(words) == 4:
+        return [phrase(words)], None
+    for rel in RELATIONS:
+        rw = _relation_words(rel)
+        if words[4:4 + len(rw)] == rw and len(words) == 8 + len(rw):
+            return [phrase(words[:4]), phrase(words[4 + len(rw):])], rel
+    raise ValueError(f"caption {caption!r}: expected 'a SIZE COLOUR SHAPE' optionally followed by "
+                     "'above' | 'below' | 'to the left of' | 'to the right of' and a second such phrase")
+
+
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, colour) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)

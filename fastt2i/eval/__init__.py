@@ -2,6 +2,7 @@
 
 ``fastt2i eval`` (fastt2i.eval.command, also ``python -m fastt2i.eval``) runs them on a
 checkpoint or a folder of images; ``make_train_evaluator`` is the training hook.
+``fastt2i.eval.synthetic`` reads captions back from images of the synthetic shapes (caption accuracy).
 """
 from .evaluator import METRICS, MetricSet, make_train_evaluator, parse_metrics, reference_statistics
 from .generate import CaptionGenerator, generate, load_generator

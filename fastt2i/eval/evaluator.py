@@ -102,6 +102,7 @@ class MetricSet:
         self.true_index: list[int] = []
         self.synthetic_scores: list[float] = []
         self.synthetic_weighted = [0.0, 0]
+        self.synthetic_attributes: dict[str, list[float]] = {}  # attribute -> per-image 1/0 (where it applies)
         self.n = 0
 
     def update(self, images: torch.Tensor, captions: Sequence[str] | None = None,
@@ -126,6 +127,11 @@ class MetricSet:
             if captions is None or len(captions) != images.shape[0]:
                 raise ValueError("synthetic: each image needs its caption")
             out = self.synthetic_fn(images, list(captions))
+            if hasattr(out, "per_image"):  # fastt2i.eval.synthetic.CaptionAccuracy: every attribute
+                for name, flags in out.per_image.items():
+                    self.synthetic_attributes.setdefault(name, []).extend(
+                        float(v) for v in np.asarray(flags, dtype=np.float64) if np.isfinite(v))
+                out = out.per_image["all"]
             if isinstance(out, dict):
                 if "accuracy" not in out:
                     raise ValueError(f"synthetic: caption_accuracy returned a dict without 'accuracy' ({sorted(out)})")
@@ -166,6 +172,12 @@ class MetricSet:
                 total = sum(sum(s) for s, _ in parts) + sum(w[0] for _, w in parts)
                 count = sum(len(s) for s, _ in parts) + sum(w[1] for _, w in parts)
                 out["synthetic_accuracy"] = total / max(count, 1)
+            attributes = _gather_to_rank0(self.synthetic_attributes)
+            if rank == 0:
+                for name in sorted({a for part in attributes for a in part}):
+                    flags = [v for part in attributes for v in part.get(name, [])]
+                    if flags:
+                        out[f"synthetic_{name}"] = sum(flags) / len(flags)
         n = _gather_to_rank0(self.n)
         if rank != 0:
             return None

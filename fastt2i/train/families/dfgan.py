@@ -242,9 +242,9 @@ def sample(args: argparse.Namespace, captions: list[str], device: torch.device) 
 
 
 def demo(args: argparse.Namespace) -> None:
-    from fastt2i.train.demo import run_demo
+    from fastt2i.train.demo import run_demo_from_args
 
-    run_demo(args.minutes, args.out, args.device, args.backend, args.seed, args.bench_steps)
+    run_demo_from_args(args)
 
 
 register_family(Family(
