@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "cpu/kernels.h"
+
 namespace {
 
 bool with_cuda() {
@@ -34,4 +36,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fastt2i compiled kernels (CPU, and CUDA when built with it)";
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
   m.def("build_info", &build_info, "compiler, CUDA architectures and OpenMP of this build");
+  m.def("cpu_capability", &fastt2i::cpu_kernel_level,
+        "instruction-set level the CPU kernels run at (DEFAULT, AVX2, AVX512; ATEN_CPU_CAPABILITY forces one)");
+  m.def("cpu_levels_built", &fastt2i::cpu_levels_built, "the CPU kernel levels compiled into this build");
 }

@@ -9,14 +9,14 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <c10/util/Optional.h>
-#include <torch/library.h>
 
 #include <algorithm>
 
 #include "../bias_leaky_relu_host.h"
 #include "../common.h"
+#include "kernels.h"
 
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per parallel task
@@ -80,6 +80,8 @@ void backward_flat(const scalar_t* __restrict__ g, const scalar_t* __restrict__ 
   });
 }
 
+}  // namespace
+
 at::Tensor bias_leaky_relu_fwd_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& bias_in,
                                    double slope) {
   check_float(x_in, "x");
@@ -120,11 +122,4 @@ at::Tensor bias_leaky_relu_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& 
   return b.out;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("bias_leaky_relu_fwd", &bias_leaky_relu_fwd_cpu);
-  m.impl("bias_leaky_relu_bwd", &bias_leaky_relu_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY

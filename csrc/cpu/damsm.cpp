@@ -11,7 +11,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,9 +18,10 @@
 #include <vector>
 
 #include "../common.h"
+#include "kernels.h"
 #include "../damsm_host.h"
 
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 using Packed = DamsmPacked;
@@ -149,6 +149,8 @@ Packed pack(const at::Tensor& words, const at::Tensor& lengths, const at::Tensor
   return damsm_pack(words, lengths.contiguous(), regions);
 }
 
+}  // namespace
+
 // scores (M, B); with save also flat alpha, beta (M*N*B*T) and contexts (M*B*T*D), of
 // which the first M*N*P and M*P*D hold (M, N, P) and (M, P, D).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cpu(
@@ -258,11 +260,4 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cpu(const at::Tensor& grad_sco
   return damsm_backward_finish(p, grads, regions);
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("damsm_word_fwd", &damsm_word_fwd_cpu);
-  m.impl("damsm_word_bwd", &damsm_word_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY

@@ -10,15 +10,15 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <cmath>
 #include <vector>
 
 #include "../common.h"
+#include "kernels.h"
 #include "../gradient_penalty_host.h"
 
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements of one sample per partial sum
@@ -72,6 +72,8 @@ void scale_samples(const scalar_t* g, scalar_t* out, int64_t B, int64_t N, const
     }
   });
 }
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cpu(at::TensorList grads_in, double k, double p,
                                                            double scale) {
@@ -142,11 +144,4 @@ std::vector<at::Tensor> gradient_penalty_bwd_cpu(const at::Tensor& grad_loss, at
   return outs;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("gradient_penalty_fwd", &gradient_penalty_fwd_cpu);
-  m.impl("gradient_penalty_bwd", &gradient_penalty_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY

@@ -11,7 +11,6 @@
 #include <ATen/ops/sum.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "kernels.h"
 #include "../word_region_attention_host.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -31,7 +31,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kTile = 64;         // regions per tile (the vectorised dimension)
@@ -363,6 +363,8 @@ Args<scalar_t> make_args(const at::Tensor& regions, const at::Tensor& words, con
   return a;
 }
 
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> word_region_attention_fwd_cpu(
     const at::Tensor& regions_in, const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in,
     bool return_attention) {
@@ -404,11 +406,4 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_bwd_cpu(
   return {b.grad_regions, grad_words};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("word_region_attention_fwd", &word_region_attention_fwd_cpu);
-  m.impl("word_region_attention_bwd", &word_region_attention_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY
