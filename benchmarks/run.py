@@ -93,7 +93,8 @@ def device_facts(device: str) -> dict:
 def cpu_facts() -> dict:
     """The CPU model, ATen's capability level (what eager and torch.compile run at) and the level of
     fastt2i's CPU kernels; both follow ATEN_CPU_CAPABILITY."""
-    facts = {"aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    facts = {"aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "load_average_at_start": [round(v, 1) for v in os.getloadavg()], "cpus": os.cpu_count()}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -280,6 +281,8 @@ def main(argv=None) -> int:
         tag = (facts.get("name") or device).replace(" ", "-").replace("/", "-")
         level = f"-{facts['aten_cpu_capability'].lower()}" if "aten_cpu_capability" in facts else ""
         base = os.path.join(args.out, f"{tag}{level}-{stamp:%Y-%m-%d}{'-quick' if args.quick else ''}")
+        if device == "cpu":
+            facts["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
         record = {"date": stamp.isoformat(timespec="seconds"), "commit": commit, "facts": facts,
                   "peaks": peaks, "rows": rows}
         with open(base + ".json", "w") as f:
