@@ -4,7 +4,8 @@ Environment:
   FASTT2I_BUILD_EXT=0     pure-Python install (no compiled backends)
   FASTT2I_WITH_CUDA=0/1   force the CUDA kernels off/on (default: on when torch has CUDA and nvcc is found)
   FASTT2I_CUDA_ARCHS      CUDA architectures, CMake syntax (default "80;90")
-  FASTT2I_CPU_NATIVE=0    portable CPU kernels (default: -march=native, since builds are from source)
+  FASTT2I_CPU_AVX512=0    skip the AVX-512 level of the CPU kernels (built by default where the compiler can;
+                          the level that runs is chosen at run time: ATEN_CPU_CAPABILITY=default|avx2|avx512)
   MAX_JOBS                parallel compile jobs (default: cores, at most 1 job per 2 GB of memory)
 """
 import os
@@ -83,7 +84,7 @@ class CMakeBuild(build_ext):
             f"-DTORCH_LIBRARY_DIR={os.path.join(os.path.dirname(torch.__file__), 'lib')}",
             f"-DTORCH_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             f"-DFASTT2I_WITH_CUDA={'ON' if with_cuda else 'OFF'}",
-            f"-DFASTT2I_CPU_NATIVE={'OFF' if os.environ.get('FASTT2I_CPU_NATIVE') == '0' else 'ON'}",
+            f"-DFASTT2I_CPU_AVX512={'OFF' if os.environ.get('FASTT2I_CPU_AVX512') == '0' else 'ON'}",
         ]
         if with_cuda:
             args += [f"-DCMAKE_CUDA_COMPILER={nvcc}",

@@ -1,7 +1,7 @@
 """The whole DF-GAN iteration: D step (hinge on real / mismatched / fake pairs + MA-GP) and G step.
 
-GPU: the paper's shape, 256x256, B = 32, ngf = ndf = 32 (and 64x64 as the quick case).  CPU: a
-small config.  Providers: ``eager`` is the official-equivalent step (reference backend, fp32,
+GPU: the paper's shape, 256x256, B = 32, ngf = ndf = 32 (and 64x64 as the quick case).  CPU: the
+demo's configuration.  Providers: ``eager`` is the official-equivalent step (reference backend, fp32,
 contiguous); each fused backend runs what fastt2i is for (fused ops, bf16 autocast on GPU,
 channels_last on GPU).  There is no ``compile`` provider: MA-GP's double backward does not go
 through torch.compile upstream (PyTorch #91469), so the penalty path stays eager.
@@ -16,7 +16,8 @@ from fastt2i import ops
 from fastt2i.models import DFGANConfig
 
 GPU_SHAPES = [("256x256 B32 nf32", 256, 32, 32, False), ("64x64 B32 nf32", 64, 32, 32, True)]
-CPU_SHAPES = [("64x64 B4 nf8", 64, 4, 8, True)]
+# CPU: the `fastt2i demo` configuration (DFGANConfig.synthetic(): 64x64, batch 16, ngf = ndf = 16, fp32).
+CPU_SHAPES = [("64x64 B16 nf16 (demo)", 64, 16, 16, True)]
 
 
 def _step_closure(imsize, batch, nf, device, amp, channels_last, backend):

@@ -44,7 +44,7 @@ def _inputs(B, C, T, H, dtype, channels_last, device, grad):
 def cases(device: str, quick: bool) -> list[Case]:
     shapes = GPU_SHAPES if device == "cuda" else CPU_SHAPES
     dtypes = [torch.float32, torch.bfloat16] if device == "cuda" else [torch.float32]
-    layouts = [False, True] if device == "cuda" else [False]
+    layouts = [False, True]
     out = []
     for label, B, C, T, H in shapes:
         for dtype in dtypes:

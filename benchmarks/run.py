@@ -86,6 +86,29 @@ def device_facts(device: str) -> dict:
     else:
         facts["name"] = platform.processor() or platform.machine()
         facts["threads"] = torch.get_num_threads()
+        facts.update(cpu_facts())
+    return facts
+
+
+def cpu_facts() -> dict:
+    """The CPU model, ATen's capability level (what eager and torch.compile run at) and the level of
+    fastt2i's CPU kernels; both follow ATEN_CPU_CAPABILITY."""
+    facts = {"aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "load_average_at_start": [round(v, 1) for v in os.getloadavg()], "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    facts["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from fastt2i.ops import _backend
+
+    ext = _backend.extension()
+    if ext is not None and hasattr(ext, "cpu_capability"):
+        facts["fastt2i_cpu_capability"] = ext.cpu_capability()
+        facts["fastt2i_cpu_levels_built"] = ext.cpu_levels_built()
     return facts
 
 
@@ -117,8 +140,11 @@ def discover(only: set[str] | None):
             yield importlib.import_module(f"benchmarks.{info.name}")
 
 
-def run_case(case: Case, device: str, peaks: dict) -> list[dict]:
-    rows = []
+def run_case(case: Case, device: str, peaks: dict, repeat: int = 1) -> list[dict]:
+    """Times every provider of ``case``.  With ``repeat`` > 1 the providers are timed in turn, round
+    after round (interleaved, so a change of load hits them all alike): ``ms`` is the median of the
+    rounds' medians and each ratio the median of the rounds' ratios."""
+    rows, fns = [], {}
     for provider, setup in case.providers.items():
         row = {"op": case.op, "case": case.name, "mode": case.mode, "provider": provider}
         try:
@@ -126,35 +152,50 @@ def run_case(case: Case, device: str, peaks: dict) -> list[dict]:
             for _ in range(3 if provider == "compile" else 1):  # compile + autotune outside the timing
                 fn()
             _sync(device)
-            med, lo, hi = time_fn(fn, device)
-            row.update(ms=med, ms_p20=lo, ms_p80=hi)
+            fns[provider] = fn
             mem = peak_memory_of(fn, device)
             if mem is not None:
                 row["peak_MiB"] = round(mem, 2)
-            if case.bytes:
-                row["GBps"] = case.bytes / (med * 1e-3) / 1e9
-                row["pct_peak_bw"] = 100 * row["GBps"] / peaks["copy_GBps"]
-            if case.flops:
-                row["TFLOPs"] = case.flops / (med * 1e-3) / 1e12
-                row["pct_peak_flops"] = 100 * row["TFLOPs"] / peaks["matmul_TFLOPs"]
-            if case.items:
-                row["items_per_s"] = case.items / (med * 1e-3)
             if provider in case.saved_bytes:
                 row["saved_MiB"] = round(case.saved_bytes[provider]()() / 2**20, 3)
-            del fn
         except Exception as exc:  # one failing provider must not hide the others
             row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             if os.environ.get("FASTT2I_BENCH_TRACE"):
                 traceback.print_exc()
         rows.append(row)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    base = {r["provider"]: r.get("ms") for r in rows}
-    for r in rows:
-        if r.get("ms"):
-            for ref in ("eager", "compile", "official"):
-                if base.get(ref):
-                    r[f"x_vs_{ref}"] = base[ref] / r["ms"]
+    by_provider = {r["provider"]: r for r in rows}
+    rounds: dict[str, list[tuple[float, float, float]]] = {p: [] for p in fns}
+    for _ in range(max(1, repeat)):
+        for provider, fn in list(fns.items()):
+            try:
+                rounds[provider].append(time_fn(fn, device))
+            except Exception as exc:
+                by_provider[provider]["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                del fns[provider]
+    for provider, times in rounds.items():
+        if provider not in fns or not times:
+            continue
+        row = by_provider[provider]
+        row.update(ms=statistics.median(t[0] for t in times), ms_p20=statistics.median(t[1] for t in times),
+                   ms_p80=statistics.median(t[2] for t in times), rounds=len(times))
+        med = row["ms"]
+        if case.bytes:
+            row["GBps"] = case.bytes / (med * 1e-3) / 1e9
+            row["pct_peak_bw"] = 100 * row["GBps"] / peaks["copy_GBps"]
+        if case.flops:
+            row["TFLOPs"] = case.flops / (med * 1e-3) / 1e12
+            row["pct_peak_flops"] = 100 * row["TFLOPs"] / peaks["matmul_TFLOPs"]
+        if case.items:
+            row["items_per_s"] = case.items / (med * 1e-3)
+    for provider in fns:
+        row = by_provider[provider]
+        for ref in ("eager", "compile", "official"):
+            if ref in fns:
+                ratios = [r[0] / p[0] for r, p in zip(rounds[ref], rounds[provider])]
+                row[f"x_vs_{ref}"] = statistics.median(ratios)
+    fns.clear()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -198,12 +239,28 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", default="", help="comma-separated bench module names (df_affine,...)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="directory for JSON + Markdown results (none: print only)")
+    parser.add_argument("--cases", default="", help="only cases whose name contains one of these (comma-separated)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved timing rounds per case (medians of the rounds; default 3)")
+    parser.add_argument("--cpu-capability", choices=["default", "avx2", "avx512"], default=None,
+                        help="run at this ATen CPU level (sets ATEN_CPU_CAPABILITY: eager, torch.compile and "
+                             "fastt2i's CPU kernels alike)")
     args = parser.parse_args(argv)
+    if args.cpu_capability and os.environ.get("ATEN_CPU_CAPABILITY") != args.cpu_capability:
+        # ATen reads the level once per process: start again with it set.
+        env = dict(os.environ, ATEN_CPU_CAPABILITY=args.cpu_capability)
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.run",
+                                   *(sys.argv[1:] if argv is None else argv)], env)
+    name_filter = [s.strip() for s in args.cases.split(",") if s.strip()]
     device = args.device
     only = {s.strip() for s in args.ops.split(",") if s.strip()} or None
 
     facts = device_facts(device)
     peaks = measured_peaks(device)
+    if device == "cpu":
+        print(f"CPU level: ATen {facts.get('aten_cpu_capability')}, fastt2i kernels "
+              f"{facts.get('fastt2i_cpu_capability', 'not built')}; {facts.get('threads')} threads", flush=True)
     print(f"device: {facts.get('name')} ({device}); measured peak: copy {peaks['copy_GBps']} GB/s, "
           f"{peaks['matmul_dtype']} matmul {peaks['matmul_TFLOPs']} TFLOP/s", flush=True)
     rows = []
@@ -211,8 +268,10 @@ def main(argv=None) -> int:
         for case in module.cases(device, args.quick):
             if args.quick and not case.quick:
                 continue
+            if name_filter and not any(f in case.name for f in name_filter):
+                continue
             print(f"  {case.op}: {case.name} [{case.mode}]", flush=True)
-            rows.extend(run_case(case, device, peaks))
+            rows.extend(run_case(case, device, peaks, args.repeat))
     table = format_table(rows)
     print(table)
     if args.out:
@@ -220,7 +279,10 @@ def main(argv=None) -> int:
         stamp = _dt.datetime.now(_dt.timezone.utc)
         commit = git_commit()
         tag = (facts.get("name") or device).replace(" ", "-").replace("/", "-")
-        base = os.path.join(args.out, f"{tag}-{stamp:%Y-%m-%d}{'-quick' if args.quick else ''}")
+        level = f"-{facts['aten_cpu_capability'].lower()}" if "aten_cpu_capability" in facts else ""
+        base = os.path.join(args.out, f"{tag}{level}-{stamp:%Y-%m-%d}{'-quick' if args.quick else ''}")
+        if device == "cpu":
+            facts["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
         record = {"date": stamp.isoformat(timespec="seconds"), "commit": commit, "facts": facts,
                   "peaks": peaks, "rows": rows}
         with open(base + ".json", "w") as f:
@@ -229,6 +291,12 @@ def main(argv=None) -> int:
             f.write(f"# Benchmarks {stamp:%Y-%m-%d %H:%M} UTC, commit {commit}\n\n")
             f.write(f"Device: {facts.get('name')} ({device}), torch {facts['torch']}; measured peak copy "
                     f"{peaks['copy_GBps']} GB/s, {peaks['matmul_dtype']} matmul {peaks['matmul_TFLOPs']} TFLOP/s.\n\n")
+            if "aten_cpu_capability" in facts:
+                f.write(f"CPU: {facts.get('cpu_model', '?')}, {facts.get('threads')} threads; CPU level "
+                        f"{facts['aten_cpu_capability']} (ATen: eager and torch.compile), fastt2i kernels at "
+                        f"{facts.get('fastt2i_cpu_capability', 'n/a')} (built: "
+                        f"{facts.get('fastt2i_cpu_levels_built', 'n/a')}); {args.repeat} interleaved rounds "
+                        f"per case, medians.\n\n")
             f.write(table + "\n")
         print(f"wrote {base}.json and .md")
     return 0

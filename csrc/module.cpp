@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "cpu/kernels.h"
 // Limits that the Python side repeats (fastt2i.ops: MAX_LAYERS, MAX_WORDS, ...), exported by
 // limits() so that a test holds both sides to the same values.
 #include "damsm_host.h"
@@ -55,4 +56,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
   m.def("build_info", &build_info, "compiler, CUDA architectures and OpenMP of this build");
   m.def("limits", &limits, "the kernels' size limits (also written in fastt2i.ops), by name");
+  m.def("cpu_capability", &fastt2i::cpu_kernel_level,
+        "instruction-set level the CPU kernels run at (DEFAULT, AVX2, AVX512; ATEN_CPU_CAPABILITY forces one)");
+  m.def("cpu_levels_built", &fastt2i::cpu_levels_built, "the CPU kernel levels compiled into this build");
 }

@@ -22,6 +22,7 @@ def report() -> str:
         lines.append("triton: not installed")
     ext = _backend.extension()
     lines.append(f"extension fastt2i._C: {ext.build_info() if ext else 'not built (' + str(_backend._ext_error) + ')'}")
+    lines.append(cpu_level_line(ext))
     if torch.cuda.is_available():
         lines.append(f"device: {torch.cuda.get_device_name()}")
     lines.append(f"selected backend: {ops.get_backend()}")
@@ -31,6 +32,15 @@ def report() -> str:
     if ext is None:
         lines.append("To build the compiled backends: pip install --no-build-isolation -e .  (or `make install`)")
     return "\n".join(lines)
+
+
+def cpu_level_line(ext) -> str:
+    """The instruction-set level of ATen and of fastt2i's CPU kernels (ATEN_CPU_CAPABILITY forces both)."""
+    aten = torch.backends.cpu.get_cpu_capability()
+    if ext is None or not hasattr(ext, "cpu_capability"):
+        return f"CPU level: ATen {aten}; fastt2i CPU kernels: not built"
+    return (f"CPU kernels: {ext.cpu_capability()} (built: {ext.cpu_levels_built()}; ATen {aten}; "
+            "ATEN_CPU_CAPABILITY=default|avx2|avx512 forces a level)")
 
 
 if __name__ == "__main__":

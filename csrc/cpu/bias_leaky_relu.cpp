@@ -1,84 +1,80 @@
 // Bias + leaky ReLU on CPU: y = lrelu(x + bias[c]) and its derivative dx = dy * (y > 0 ? 1 : slope).
 // The derivative is a function of the saved output only, so the same backward kernel serves every
-// order of differentiation (see fastt2i/ops/bias_leaky_relu.py).  Elementwise loops over flat
-// memory, parallel with ATen's thread pool; registration of the CPU kernels of
-// fastt2i::bias_leaky_relu_fwd / bias_leaky_relu_bwd.
+// order of differentiation (see fastt2i/ops/bias_leaky_relu.py).  Compiled once per CPU level
+// (kernels.h): at::vec::map / map2 and Vectorized steps with branch-free selects (blendv), float32
+// arithmetic for half types, parallel with ATen's thread pool.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 #include <c10/util/Optional.h>
-#include <torch/library.h>
 
 #include <algorithm>
 
 #include "../bias_leaky_relu_host.h"
 #include "../common.h"
+#include "kernels.h"
+#include "vec_io.h"
 
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per parallel task
 
-// v * (v > 0 ? 1 : slope) equals (v > 0 ? v : v * slope) exactly, but selects between two constants
-// and multiplies unconditionally: the compiler vectorises it (a branch on the sign of random data
-// mispredicts half the time, and -ftrapping-math forbids speculating v * slope).
-template <typename acc_t>
-inline acc_t gain(acc_t v, acc_t slope) { return v > acc_t(0) ? acc_t(1) : slope; }
-
+// Dense memory in any order, no bias.  The lambdas take Vectorized<acc_t>: for half types map then
+// converts each step to float32 and back.
 template <typename scalar_t, typename acc_t>
-void forward_flat(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t n, acc_t slope) {
+void forward_flat(const scalar_t* x, scalar_t* y, int64_t n, acc_t slope) {
   at::parallel_for(0, n, kGrain, [=](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const acc_t v = static_cast<acc_t>(x[i]);
-      y[i] = static_cast<scalar_t>(v * gain(v, slope));
-    }
+    const Vectorized<acc_t> s(slope);
+    at::vec::map<scalar_t>([=](Vectorized<acc_t> v) { return leaky_relu(v, s); }, y + i0, x + i0, i1 - i0);
   });
 }
 
 // NCHW-contiguous (B, C, S): rows of S values share one bias.
 template <typename scalar_t, typename acc_t>
-void forward_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const acc_t* __restrict__ bias,
-                  int64_t BC, int64_t C, int64_t S, acc_t slope) {
+void forward_rows(const scalar_t* x, scalar_t* y, const acc_t* bias, int64_t BC, int64_t C, int64_t S, acc_t slope) {
   at::parallel_for(0, BC, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)), [=](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const acc_t b = bias[r % C];
-      const scalar_t* xr = x + r * S;
-      scalar_t* yr = y + r * S;
-      for (int64_t s = 0; s < S; ++s) {
-        const acc_t v = static_cast<acc_t>(xr[s]) + b;
-        yr[s] = static_cast<scalar_t>(v * gain(v, slope));
-      }
+      const Vectorized<acc_t> bv(bias[r % C]), s(slope);
+      at::vec::map<scalar_t>([=](Vectorized<acc_t> v) { return leaky_relu(v + bv, s); }, y + r * S, x + r * S, S);
     }
   });
 }
 
-// NHWC (B, S, C): every position holds C channels.
+// NHWC (B, S, C): every position holds C channels; the bias is padded to whole steps (zeros) once.
 template <typename scalar_t, typename acc_t>
-void forward_positions(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const acc_t* __restrict__ bias,
-                       int64_t positions, int64_t C, acc_t slope) {
+void forward_positions(const scalar_t* x, scalar_t* y, const acc_t* bias, int64_t positions, int64_t C,
+                       acc_t slope_s) {
+  using IO = VecIO<scalar_t>;
+  using Acc = Vectorized<acc_t>;
+  const int64_t C_pad = (C + IO::kStep - 1) / IO::kStep * IO::kStep;
+  std::vector<acc_t> bias_pad(static_cast<size_t>(C_pad), acc_t(0));
+  std::copy(bias, bias + C, bias_pad.begin());
+  const acc_t* bp = bias_pad.data();
   at::parallel_for(0, positions, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [=](int64_t p0, int64_t p1) {
+    const Acc slope(slope_s);
+    Acc v[IO::kAcc];
     for (int64_t p = p0; p < p1; ++p) {
-      const scalar_t* xp = x + p * C;
-      scalar_t* yp = y + p * C;
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t v = static_cast<acc_t>(xp[c]) + bias[c];
-        yp[c] = static_cast<scalar_t>(v * gain(v, slope));
+      for (int64_t c = 0; c < C; c += IO::kStep) {
+        const int64_t n = std::min(IO::kStep, C - c);
+        IO::load(x + p * C + c, v, n);
+        for (int64_t u = 0; u < IO::kAcc; ++u)
+          v[u] = leaky_relu(v[u] + Acc::loadu(bp + c + u * IO::kAccLanes), slope);
+        IO::store(y + p * C + c, v, n);
       }
     }
   });
 }
 
 template <typename scalar_t, typename acc_t>
-void backward_flat(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y, scalar_t* __restrict__ out,
-                   int64_t n, acc_t slope) {
+void backward_flat(const scalar_t* g, const scalar_t* y, scalar_t* out, int64_t n, acc_t slope) {
   at::parallel_for(0, n, kGrain, [=](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      out[i] = static_cast<scalar_t>(static_cast<acc_t>(g[i]) * gain(static_cast<acc_t>(y[i]), slope));
-    }
+    const Vectorized<acc_t> s(slope);
+    at::vec::map2<scalar_t>([=](Vectorized<acc_t> gv, Vectorized<acc_t> yv) { return leaky_relu_grad(gv, yv, s); },
+                            out + i0, g + i0, y + i0, i1 - i0);
   });
 }
+
+}  // namespace
 
 at::Tensor bias_leaky_relu_fwd_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& bias_in,
                                    double slope) {
@@ -120,11 +116,4 @@ at::Tensor bias_leaky_relu_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& 
   return b.out;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("bias_leaky_relu_fwd", &bias_leaky_relu_fwd_cpu);
-  m.impl("bias_leaky_relu_bwd", &bias_leaky_relu_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY

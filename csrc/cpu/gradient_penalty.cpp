@@ -2,23 +2,24 @@
 // and its derivative d loss / d grads_i[b] = grad_loss * k*p/B * scale^2 * s_b^(p/2-1) * grads_i[b]
 // (0 where s_b = 0).  Math and autograd in fastt2i/ops/gradient_penalty.py.  Each gradient is read
 // in place (sample b = the flat span [b*N, (b+1)*N)), so there is no concatenation copy; partial
-// sums are per fixed-size chunk, so results do not depend on the number of threads.
+// sums are per fixed-size chunk, so results do not depend on the number of threads.  Compiled once per
+// CPU level (kernels.h) on at::vec::Vectorized, float32 accumulation for half types.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <cmath>
 #include <vector>
 
 #include "../common.h"
+#include "kernels.h"
+#include "vec_io.h"
 #include "../gradient_penalty_host.h"
 
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements of one sample per partial sum
@@ -34,28 +35,38 @@ acc_t power_or_zero(acc_t s, acc_t e) {  // s^e for s > 0, else 0 (never NaN/inf
   return s > acc_t(0) ? std::pow(s, e) : acc_t(0);
 }
 
-// Partial sums of squares of every (sample, chunk) of one tensor: part[b * chunks + j].
-template <typename scalar_t, typename acc_t>
-void sum_squares(const scalar_t* g, int64_t B, int64_t N, acc_t* part, int64_t chunks) {
+// Partial sums of squares of every (sample, chunk) of one tensor: part[b * chunks + j].  Four
+// independent vector accumulators per step hide the FMA latency.  The lanes accumulate in the
+// tensor's own accumulate type (float32 for float/half types, as the reference's per-tensor sums).
+template <typename scalar_t, typename part_t>
+void sum_squares(const scalar_t* g, int64_t B, int64_t N, part_t* part, int64_t chunks) {
+  using IO = VecIO<scalar_t>;
+  using acc_t = typename IO::acc_t;
+  using Acc = Vectorized<acc_t>;
   at::parallel_for(0, B * chunks, 1, [=](int64_t t0, int64_t t1) {
+    constexpr int64_t kUnroll = 4;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, j = t % chunks;
       const int64_t begin = j * kChunk, end = std::min(N, begin + kChunk);
       const scalar_t* gb = g + b * N;
-      acc_t lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // independent accumulators (vectorisable)
+      Acc acc[kUnroll][IO::kAcc], v[IO::kAcc];
+      for (auto& row : acc)
+        for (auto& a : row) a = Acc(acc_t(0));
       int64_t i = begin;
-      for (; i + 8 <= end; i += 8)
-        for (int l = 0; l < 8; ++l) {
-          const acc_t v = static_cast<acc_t>(gb[i + l]);
-          lanes[l] += v * v;
+      for (; i + kUnroll * IO::kStep <= end; i += kUnroll * IO::kStep) {
+        for (int64_t r = 0; r < kUnroll; ++r) {
+          IO::load(gb + i + r * IO::kStep, v);
+          for (int64_t u = 0; u < IO::kAcc; ++u) acc[r][u] = at::vec::fmadd(v[u], v[u], acc[r][u]);
         }
-      for (; i < end; ++i) {
-        const acc_t v = static_cast<acc_t>(gb[i]);
-        lanes[0] += v * v;
       }
-      acc_t total = 0;
-      for (int l = 0; l < 8; ++l) total += lanes[l];
-      part[t] = total;
+      for (; i < end; i += IO::kStep) {  // the last steps, the final one partial (zero-filled)
+        IO::load(gb + i, v, std::min(IO::kStep, end - i));
+        for (int64_t u = 0; u < IO::kAcc; ++u) acc[0][u] = at::vec::fmadd(v[u], v[u], acc[0][u]);
+      }
+      Acc total(acc_t(0));
+      for (auto& row : acc)
+        for (auto& a : row) total = total + a;
+      part[t] = static_cast<part_t>(at::vec::vec_reduce_all<acc_t>([](Acc p, Acc q) { return p + q; }, total));
     }
   });
 }
@@ -67,11 +78,14 @@ void scale_samples(const scalar_t* g, scalar_t* out, int64_t B, int64_t N, const
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, j = t % chunks;
       const int64_t begin = b * N + j * kChunk, end = b * N + std::min(N, (j + 1) * kChunk);
-      const acc_t c = coef[b];
-      for (int64_t i = begin; i < end; ++i) out[i] = static_cast<scalar_t>(static_cast<acc_t>(g[i]) * c);
+      using V = Vectorized<at::opmath_type<scalar_t>>;  // float lanes for half types (map converts)
+      const V c(static_cast<at::opmath_type<scalar_t>>(coef[b]));
+      at::vec::map<scalar_t>([=](V v) { return v * c; }, out + begin, g + begin, end - begin);
     }
   });
 }
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> gradient_penalty_fwd_cpu(at::TensorList grads_in, double k, double p,
                                                            double scale) {
@@ -142,11 +156,4 @@ std::vector<at::Tensor> gradient_penalty_bwd_cpu(const at::Tensor& grad_loss, at
   return outs;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("gradient_penalty_fwd", &gradient_penalty_fwd_cpu);
-  m.impl("gradient_penalty_bwd", &gradient_penalty_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY

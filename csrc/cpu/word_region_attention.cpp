@@ -2,7 +2,9 @@
 // Math, conventions (mask (B, T) or (B, N, T), lse = +inf on padding-only rows) and the autograd live in
 // fastt2i/ops/word_region_attention.py.  Here: one task per tile of kTile regions; the tile is first
 // copied to a float buffer [C][kTile] (any layout and dtype), so every inner loop runs over kTile
-// contiguous regions and vectorises; the (B, N, T) scores exist only per tile.
+// contiguous regions; the (B, N, T) scores exist only per tile.  Compiled once per CPU level
+// (kernels.h): the loops over a tile row run on at::vec::Vectorized (register-blocked contractions,
+// exp_u20 softmax, branch-free masking with -inf biases), float32 arithmetic for half types.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -11,11 +13,9 @@
 #include <ATen/ops/sum.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -23,38 +23,15 @@
 #include <vector>
 
 #include "../common.h"
+#include "kernels.h"
+#include "vec_io.h"
 #include "../word_region_attention_host.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-// Without AVX-512 GCC notes that 64-byte vector returns change the ABI: they only pass between
-// inline functions of this file.
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-
-namespace fastt2i {
+namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kTile = 64;         // regions per tile (the vectorised dimension)
 constexpr int64_t kChunkTiles = 8;    // backward: tiles per partial sum of dwords (fixed: thread-count independent)
-
-// exp on (-inf, ~0] that vectorises (std::exp does not without -ffast-math): 2^k * poly(r),
-// relative error about 2 ulp; inputs below -87 give exactly 0 (above 88 are clamped: never used here).
-inline float vexp(float x) {
-  const float xc = std::min(std::max(x, -87.0f), 88.0f);
-  const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  float r = std::fma(kf, -0.693145751953125f, xc);
-  r = std::fma(kf, -1.428606765330187045e-06f, r);
-  float p = 1.9875691500e-4f;
-  p = std::fma(p, r, 1.3981999507e-3f);
-  p = std::fma(p, r, 8.3334519073e-3f);
-  p = std::fma(p, r, 4.1665795894e-2f);
-  p = std::fma(p, r, 1.6666665459e-1f);
-  p = std::fma(p, r, 5.0000001201e-1f);
-  p = std::fma(p * r, r, r) + 1.0f;
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(kf) + 127) << 23);
-  return x < -87.0f ? 0.0f : p * scale;
-}
-inline double vexp(double x) { return std::exp(x); }
 
 template <typename scalar_t>
 struct Args {
@@ -69,12 +46,14 @@ struct Args {
 template <typename scalar_t, typename acc_t>
 void load_tile(const scalar_t* src, const Args<scalar_t>& a, int64_t b, int64_t n0, int64_t nb, acc_t* buf) {
   const scalar_t* base = src + b * a.sqb + n0 * a.sqn;
-  if (a.sqn == 1) {
+  using IO = VecIO<scalar_t>;
+  if (a.sqn == 1) {  // rows of nb contiguous regions, zero-filled to kTile
+    Vectorized<acc_t> v[IO::kAcc];
     for (int64_t c = 0; c < a.C; ++c) {
-      acc_t* row = buf + c * kTile;
-      const scalar_t* s = base + c * a.sqc;
-      for (int64_t i = 0; i < nb; ++i) row[i] = static_cast<acc_t>(s[i]);
-      for (int64_t i = nb; i < kTile; ++i) row[i] = acc_t(0);
+      for (int64_t i = 0; i < kTile; i += IO::kStep) {
+        IO::load(base + c * a.sqc + i, v, std::clamp<int64_t>(nb - i, 0, IO::kStep));
+        for (int64_t u = 0; u < IO::kAcc; ++u) v[u].store(buf + c * kTile + i + u * IO::kAccLanes);
+      }
     }
   } else {  // channels_last: each region's C channels are contiguous
     for (int64_t i = 0; i < nb; ++i) {
@@ -90,11 +69,14 @@ void load_tile(const scalar_t* src, const Args<scalar_t>& a, int64_t b, int64_t 
 template <typename scalar_t, typename acc_t>
 void store_tile(scalar_t* dst, const Args<scalar_t>& a, int64_t b, int64_t n0, int64_t nb, const acc_t* buf) {
   scalar_t* base = dst + b * a.sqb + n0 * a.sqn;
+  using IO = VecIO<scalar_t>;
   if (a.sqn == 1) {
+    Vectorized<acc_t> v[IO::kAcc];
     for (int64_t c = 0; c < a.C; ++c) {
-      const acc_t* row = buf + c * kTile;
-      scalar_t* d = base + c * a.sqc;
-      for (int64_t i = 0; i < nb; ++i) d[i] = static_cast<scalar_t>(row[i]);
+      for (int64_t i = 0; i < nb; i += IO::kStep) {
+        for (int64_t u = 0; u < IO::kAcc; ++u) v[u] = Vectorized<acc_t>::loadu(buf + c * kTile + i + u * IO::kAccLanes);
+        IO::store(base + c * a.sqc + i, v, std::min(IO::kStep, nb - i));
+      }
     }
   } else {
     for (int64_t i = 0; i < nb; ++i) {
@@ -104,63 +86,55 @@ void store_tile(scalar_t* dst, const Args<scalar_t>& a, int64_t b, int64_t n0, i
   }
 }
 
-// Explicit vector registers (GCC/Clang vector extension, 64 bytes: one AVX-512 register, two AVX2
-// ones): a tile row of kTile regions is NV vectors, and the blocked loops below keep their
-// accumulators in registers (plain loops over local arrays get spilled).
+// A tile row of kTile regions is kVecs vectors of the accumulate type.
 template <typename acc_t>
-struct Vec {
-  typedef acc_t type __attribute__((vector_size(64)));
-  static constexpr int64_t L = 64 / sizeof(acc_t);  // lanes
-  static constexpr int64_t NV = kTile / L;          // vectors per tile row
-  static type load(const acc_t* p) {
-    type v;
-    __builtin_memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static void store(acc_t* p, type v) { __builtin_memcpy(p, &v, sizeof(v)); }
-  static type splat(acc_t x) { return type{} + x; }
-  static acc_t sum(type v) {
-    acc_t s = 0;
-    for (int64_t l = 0; l < L; ++l) s += v[l];
-    return s;
-  }
+struct Tile {
+  using V = Vectorized<acc_t>;
+  static constexpr int64_t kLanes = V::size();
+  static constexpr int64_t kVecs = kTile / kLanes;
+  static_assert(kTile % kLanes == 0, "kTile must be a whole number of vectors");
+  // Register blocking of the contractions: kRowBlock output rows x kVecBlock vectors of accumulators
+  // (16 of 32 registers with AVX-512, 8 of 16 with AVX2).
+#ifdef CPU_CAPABILITY_AVX512
+  static constexpr int64_t kRowBlock = 4;
+#else
+  static constexpr int64_t kRowBlock = 2;
+#endif
+  static constexpr int64_t kVecBlock = kVecs < 4 ? kVecs : 4;
 };
 
 // out[r * kTile + i] = sum_j x[j * kTile + i] * k[j * ks + r * kr] for r < R, j < J: the scores
 // (x = a tile [C][kTile], k = words [C][T]: ks = T, kr = 1) and the expansion back to channels
-// (x = probabilities [T][kTile], k = words: ks = 1, kr = T).  Four output rows at a time.
-template <typename acc_t>
-void tile_matmul(const acc_t* __restrict__ x, const acc_t* __restrict__ k, int64_t J, int64_t R, int64_t ks,
-                 int64_t kr, acc_t* __restrict__ out) {
-  using V = Vec<acc_t>;
-  using v_t = typename V::type;
-  constexpr int64_t NV = V::NV, RB = 4;
-  int64_t r = 0;
-  for (; r + RB <= R; r += RB) {
-    v_t acc[RB][NV] = {};
+// (x = probabilities [T][kTile], k = words: ks = 1, kr = T).  Each x vector loaded feeds RB FMAs.
+template <typename acc_t, int64_t RB>
+inline void tile_matmul_rows(const acc_t* __restrict__ x, const acc_t* __restrict__ k, int64_t J, int64_t r,
+                             int64_t ks, int64_t kr, acc_t* __restrict__ out) {
+  using TL = Tile<acc_t>;
+  using V = typename TL::V;
+  constexpr int64_t VB = TL::kVecBlock;
+  for (int64_t v0 = 0; v0 < TL::kVecs; v0 += VB) {
+    V acc[RB][VB];
+    for (int64_t rr = 0; rr < RB; ++rr)
+      for (int64_t v = 0; v < VB; ++v) acc[rr][v] = V(acc_t(0));
     for (int64_t j = 0; j < J; ++j) {
-      v_t xv[NV];
-#pragma GCC unroll 8
-      for (int64_t v = 0; v < NV; ++v) xv[v] = V::load(x + j * kTile + v * V::L);
-#pragma GCC unroll 4
+      V xv[VB];
+      for (int64_t v = 0; v < VB; ++v) xv[v] = V::loadu(x + j * kTile + (v0 + v) * TL::kLanes);
       for (int64_t rr = 0; rr < RB; ++rr) {
-        const v_t kv = V::splat(k[j * ks + (r + rr) * kr]);
-#pragma GCC unroll 8
-        for (int64_t v = 0; v < NV; ++v) acc[rr][v] += xv[v] * kv;
+        const V kv(k[j * ks + (r + rr) * kr]);
+        for (int64_t v = 0; v < VB; ++v) acc[rr][v] = at::vec::fmadd(xv[v], kv, acc[rr][v]);
       }
     }
     for (int64_t rr = 0; rr < RB; ++rr)
-      for (int64_t v = 0; v < NV; ++v) V::store(out + (r + rr) * kTile + v * V::L, acc[rr][v]);
+      for (int64_t v = 0; v < VB; ++v) acc[rr][v].store(out + (r + rr) * kTile + (v0 + v) * TL::kLanes);
   }
-  for (; r < R; ++r) {
-    v_t acc[NV] = {};
-    for (int64_t j = 0; j < J; ++j) {
-      const v_t kv = V::splat(k[j * ks + r * kr]);
-#pragma GCC unroll 8
-      for (int64_t v = 0; v < NV; ++v) acc[v] += V::load(x + j * kTile + v * V::L) * kv;
-    }
-    for (int64_t v = 0; v < NV; ++v) V::store(out + r * kTile + v * V::L, acc[v]);
-  }
+}
+
+template <typename acc_t>
+void tile_matmul(const acc_t* x, const acc_t* k, int64_t J, int64_t R, int64_t ks, int64_t kr, acc_t* out) {
+  constexpr int64_t RB = Tile<acc_t>::kRowBlock;
+  int64_t r = 0;
+  for (; r + RB <= R; r += RB) tile_matmul_rows<acc_t, RB>(x, k, J, r, ks, kr, out);
+  for (; r < R; ++r) tile_matmul_rows<acc_t, 1>(x, k, J, r, ks, kr, out);
 }
 
 // out[t * kTile + i] = sum_c x[c * kTile + i] * k[c * T + t]  (x: a tile buffer; k: one sample's words).
@@ -175,38 +149,47 @@ void expand(const acc_t* w, const acc_t* k, int64_t C, int64_t T, acc_t* out) {
   tile_matmul(w, k, T, C, 1, T, out);
 }
 
-// part[c * T + t] += sum_i q[c][i] ds[t][i] + g[c][i] p[t][i] over one tile, still lane-wise: the
-// horizontal sums happen once per chunk of tiles, not once per tile.  Two channels at a time, so each
-// load of a ds / p row feeds four FMAs.
-template <typename acc_t>
-void accumulate_dwords(const acc_t* __restrict__ q, const acc_t* __restrict__ g, const acc_t* __restrict__ ds,
-                       const acc_t* __restrict__ p, int64_t C, int64_t T,
-                       typename Vec<acc_t>::type* __restrict__ part) {
-  using V = Vec<acc_t>;
-  using v_t = typename V::type;
-  constexpr int64_t NV = V::NV, CB = 2;
-  for (int64_t c = 0; c < C; c += CB) {
-    const int64_t cb = std::min(CB, C - c);
-    v_t qv[CB][NV] = {}, gv[CB][NV] = {};
-    for (int64_t cc = 0; cc < cb; ++cc) {
-#pragma GCC unroll 8
-      for (int64_t v = 0; v < NV; ++v) {
-        qv[cc][v] = V::load(q + (c + cc) * kTile + v * V::L);
-        gv[cc][v] = V::load(g + (c + cc) * kTile + v * V::L);
-      }
+// lanes[c * T + t] += q[c][i] ds[t][i] + g[c][i] p[t][i] over one tile, still lane-wise (the
+// horizontal sums happen once per chunk of tiles).  Blocks of CB channels x TB words: each loaded
+// row vector feeds CB or TB FMAs.
+template <typename acc_t, int64_t CB, int64_t TB>
+inline void dwords_block(const acc_t* __restrict__ q, const acc_t* __restrict__ g, const acc_t* __restrict__ ds,
+                         const acc_t* __restrict__ p, int64_t c, int64_t t, int64_t T,
+                         Vectorized<acc_t>* __restrict__ lanes) {
+  using TL = Tile<acc_t>;
+  using V = typename TL::V;
+  V acc[CB][TB];
+  for (int64_t cc = 0; cc < CB; ++cc)
+    for (int64_t tt = 0; tt < TB; ++tt) acc[cc][tt] = V(acc_t(0));
+  for (int64_t v = 0; v < TL::kVecs; ++v) {
+    const int64_t o = v * TL::kLanes;
+    V qv[CB], gv[CB];
+    for (int64_t cc = 0; cc < CB; ++cc) {
+      qv[cc] = V::loadu(q + (c + cc) * kTile + o);
+      gv[cc] = V::loadu(g + (c + cc) * kTile + o);
     }
-    for (int64_t t = 0; t < T; ++t) {
-      v_t acc0 = {}, acc1 = {};
-#pragma GCC unroll 8
-      for (int64_t v = 0; v < NV; ++v) {
-        const v_t dsv = V::load(ds + t * kTile + v * V::L), pv = V::load(p + t * kTile + v * V::L);
-        acc0 += qv[0][v] * dsv + gv[0][v] * pv;
-        acc1 += qv[1][v] * dsv + gv[1][v] * pv;  // zeros past C
-      }
-      part[c * T + t] += acc0;
-      if (cb > 1) part[(c + 1) * T + t] += acc1;
+    for (int64_t tt = 0; tt < TB; ++tt) {
+      const V dsv = V::loadu(ds + (t + tt) * kTile + o), pv = V::loadu(p + (t + tt) * kTile + o);
+      for (int64_t cc = 0; cc < CB; ++cc)
+        acc[cc][tt] = at::vec::fmadd(qv[cc], dsv, at::vec::fmadd(gv[cc], pv, acc[cc][tt]));
     }
   }
+  for (int64_t cc = 0; cc < CB; ++cc)
+    for (int64_t tt = 0; tt < TB; ++tt) lanes[(c + cc) * T + t + tt] = lanes[(c + cc) * T + t + tt] + acc[cc][tt];
+}
+
+template <typename acc_t>
+void accumulate_dwords(const acc_t* q, const acc_t* g, const acc_t* ds, const acc_t* p, int64_t C, int64_t T,
+                       Vectorized<acc_t>* lanes) {
+  constexpr int64_t CB = 2, TB = 2;
+  int64_t c = 0;
+  for (; c + CB <= C; c += CB) {
+    int64_t t = 0;
+    for (; t + TB <= T; t += TB) dwords_block<acc_t, CB, TB>(q, g, ds, p, c, t, T, lanes);
+    for (; t < T; ++t) dwords_block<acc_t, CB, 1>(q, g, ds, p, c, t, T, lanes);
+  }
+  for (; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t) dwords_block<acc_t, 1, 1>(q, g, ds, p, c, t, T, lanes);
 }
 
 // bias[t * kTile + i] = 0 where word t is real for region n0 + i, -inf where it is padding (and for
@@ -230,13 +213,78 @@ void word_bias(const Args<scalar_t>& a, int64_t b, int64_t n0, int64_t nb, acc_t
   }
 }
 
+// The softmax over the T words of every region of a tile, in place on s[t * kTile + i] (the scores
+// plus bias: -inf on padding): m[i] = the row maximum (0 for a padding-only row), l[i] = sum_t exp.
+template <typename acc_t>
+void softmax_rows(acc_t* s, const acc_t* bias, int64_t T, acc_t* m, acc_t* l) {
+  using TL = Tile<acc_t>;
+  using V = typename TL::V;
+  const V neg_inf(-std::numeric_limits<acc_t>::infinity()), zero(acc_t(0));
+  for (int64_t v = 0; v < TL::kVecs; ++v) {
+    const int64_t o = v * TL::kLanes;
+    V mv = neg_inf;
+    for (int64_t t = 0; t < T; ++t) {
+      const V x = V::loadu(s + t * kTile + o) + V::loadu(bias + t * kTile + o);
+      x.store(s + t * kTile + o);
+      mv = at::vec::maximum(mv, x);
+    }
+    mv = V::blendv(mv, zero, mv == neg_inf);  // padding-only row: exp(-inf - 0) = 0 below
+    V lv = zero;
+    for (int64_t t = 0; t < T; ++t) {
+      const V e = (V::loadu(s + t * kTile + o) - mv).exp_u20();  // exactly 0 on padding
+      e.store(s + t * kTile + o);
+      lv = lv + e;
+    }
+    mv.store(m + o);
+    lv.store(l + o);
+  }
+}
+
+// s[t][i] *= 1 / l[i], 0 where l[i] = 0 (a padding-only row: probabilities 0).
+template <typename acc_t>
+void scale_rows(acc_t* s, int64_t T, const acc_t* l) {
+  using TL = Tile<acc_t>;
+  using V = typename TL::V;
+  const V zero(acc_t(0)), one(acc_t(1));
+  for (int64_t v = 0; v < TL::kVecs; ++v) {
+    const int64_t o = v * TL::kLanes;
+    const V lv = V::loadu(l + o);
+    const V inv = V::blendv(zero, one / lv, lv > zero);
+    for (int64_t t = 0; t < T; ++t) (V::loadu(s + t * kTile + o) * inv).store(s + t * kTile + o);
+  }
+}
+
+// Softmax backward of a tile: p holds the scores on entry and the probabilities exp(s + bias - lse) on
+// exit (lse = +inf: padding-only row or past the tile's regions, probability 0, so zero gradients);
+// dp holds dL/dP on entry and dS = P * (dP - sum_t P dP) on exit.
+template <typename acc_t>
+void softmax_backward_rows(acc_t* p, acc_t* dp, const acc_t* bias, const acc_t* lse, int64_t T) {
+  using TL = Tile<acc_t>;
+  using V = typename TL::V;
+  for (int64_t v = 0; v < TL::kVecs; ++v) {
+    const int64_t o = v * TL::kLanes;
+    const V lv = V::loadu(lse + o);
+    V delta(acc_t(0));
+    for (int64_t t = 0; t < T; ++t) {
+      const V pv = (V::loadu(p + t * kTile + o) - lv + V::loadu(bias + t * kTile + o)).exp_u20();
+      pv.store(p + t * kTile + o);
+      delta = at::vec::fmadd(pv, V::loadu(dp + t * kTile + o), delta);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const V pv = V::loadu(p + t * kTile + o);
+      (pv * (V::loadu(dp + t * kTile + o) - delta)).store(dp + t * kTile + o);
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t>
 void forward_impl(const Args<scalar_t>& a, const acc_t* words, scalar_t* out, acc_t* lse, scalar_t* attn,
                   int64_t sab, int64_t sat, int64_t san) {
   const int64_t tiles = (a.N + kTile - 1) / kTile, C = a.C, T = a.T;
   at::parallel_for(0, a.B * tiles, 1, [=](int64_t w0, int64_t w1) {
     std::vector<acc_t> buf(C * kTile), s(T * kTile), bias(T * kTile);
-    acc_t m[kTile], l[kTile];
+    alignas(64) acc_t m[kTile];
+    alignas(64) acc_t l[kTile];
     constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t b = w / tiles, n0 = (w % tiles) * kTile, nb = std::min(kTile, a.N - n0);
@@ -244,39 +292,9 @@ void forward_impl(const Args<scalar_t>& a, const acc_t* words, scalar_t* out, ac
       load_tile(a.q, a, b, n0, nb, buf.data());
       project(buf.data(), k, C, T, s.data());
       word_bias(a, b, n0, nb, bias.data());
-      for (int64_t i = 0; i < kTile; ++i) l[i] = acc_t(0);
-      {
-        using V = Vec<acc_t>;
-        typename V::type mv[V::NV];
-        for (int64_t v = 0; v < V::NV; ++v) mv[v] = V::splat(-inf);
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t v = 0; v < V::NV; ++v) {
-            const int64_t o = t * kTile + v * V::L;
-            const auto x = V::load(s.data() + o) + V::load(bias.data() + o);  // -inf on padding
-            V::store(s.data() + o, x);
-            mv[v] = x > mv[v] ? x : mv[v];
-          }
-        }
-        for (int64_t v = 0; v < V::NV; ++v) V::store(m + v * V::L, mv[v]);
-      }
-      for (int64_t i = 0; i < kTile; ++i) m[i] = m[i] == -inf ? acc_t(0) : m[i];  // padding-only row
-      for (int64_t t = 0; t < T; ++t) {
-        acc_t* st = s.data() + t * kTile;
-        for (int64_t i = 0; i < kTile; ++i) {
-          const acc_t e = vexp(st[i] - m[i]);  // exactly 0 on padding
-          st[i] = e;
-          l[i] += e;
-        }
-      }
-      for (int64_t i = 0; i < kTile; ++i) {
-        const bool has_word = l[i] > acc_t(0);
-        if (i < nb) lse[b * a.N + n0 + i] = has_word ? m[i] + std::log(l[i]) : inf;
-        l[i] = has_word ? acc_t(1) / l[i] : acc_t(0);
-      }
-      for (int64_t t = 0; t < T; ++t) {
-        acc_t* st = s.data() + t * kTile;
-        for (int64_t i = 0; i < kTile; ++i) st[i] *= l[i];
-      }
+      softmax_rows(s.data(), bias.data(), T, m, l);
+      for (int64_t i = 0; i < nb; ++i) lse[b * a.N + n0 + i] = l[i] > acc_t(0) ? m[i] + std::log(l[i]) : inf;
+      scale_rows(s.data(), T, l);
       if (attn != nullptr) {
         for (int64_t t = 0; t < T; ++t)
           for (int64_t i = 0; i < nb; ++i)
@@ -295,13 +313,13 @@ void backward_impl(const Args<scalar_t>& a, const acc_t* words, const scalar_t* 
   const int64_t tiles = (a.N + kTile - 1) / kTile, C = a.C, T = a.T;
   at::parallel_for(0, a.B * chunks, 1, [=](int64_t w0, int64_t w1) {
     std::vector<acc_t> qb(C * kTile), gb(C * kTile), p(T * kTile), dp(T * kTile), bias(T * kTile);
-    std::vector<typename Vec<acc_t>::type> lanes(C * T);
-    acc_t lrow[kTile], delta[kTile];
+    std::vector<Vectorized<acc_t>> lanes(C * T);
+    alignas(64) acc_t lrow[kTile];
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t b = w / chunks, j = w % chunks;
       const acc_t* k = words + b * C * T;
       acc_t* part = grad_k_part + w * C * T;
-      std::fill(lanes.begin(), lanes.end(), typename Vec<acc_t>::type{});
+      std::fill(lanes.begin(), lanes.end(), Vectorized<acc_t>(acc_t(0)));
       for (int64_t tile = j * kChunkTiles; tile < std::min(tiles, (j + 1) * kChunkTiles); ++tile) {
         const int64_t n0 = tile * kTile, nb = std::min(kTile, a.N - n0);
         load_tile(a.q, a, b, n0, nb, qb.data());
@@ -309,34 +327,21 @@ void backward_impl(const Args<scalar_t>& a, const acc_t* words, const scalar_t* 
         project(qb.data(), k, C, T, p.data());   // scores
         project(gb.data(), k, C, T, dp.data());  // dP = dO . words
         word_bias(a, b, n0, nb, bias.data());
-        for (int64_t i = 0; i < kTile; ++i) {
-          lrow[i] = i < nb ? lse[b * a.N + n0 + i] : std::numeric_limits<acc_t>::infinity();
-          delta[i] = acc_t(0);
-        }
-        for (int64_t t = 0; t < T; ++t) {
-          acc_t* pt = p.data() + t * kTile;
-          acc_t* dpt = dp.data() + t * kTile;
-          const acc_t* bt = bias.data() + t * kTile;
-          if (grad_attn != nullptr) {
+        for (int64_t i = 0; i < kTile; ++i) lrow[i] = i < nb ? lse[b * a.N + n0 + i] : std::numeric_limits<acc_t>::infinity();
+        if (grad_attn != nullptr) {
+          for (int64_t t = 0; t < T; ++t) {
             const scalar_t* ga = grad_attn + b * sab + t * sat + n0 * san;
+            acc_t* dpt = dp.data() + t * kTile;
             for (int64_t i = 0; i < nb; ++i) dpt[i] += static_cast<acc_t>(ga[i * san]);
           }
-          for (int64_t i = 0; i < kTile; ++i) {
-            // lse = +inf (padding-only row or i >= nb): probability 0, so zero gradients
-            pt[i] = vexp(pt[i] - lrow[i] + bt[i]);
-            delta[i] += pt[i] * dpt[i];
-          }
         }
-        for (int64_t t = 0; t < T; ++t) {  // dp becomes dS = P * (dP - delta)
-          const acc_t* pt = p.data() + t * kTile;
-          acc_t* dpt = dp.data() + t * kTile;
-          for (int64_t i = 0; i < kTile; ++i) dpt[i] = pt[i] * (dpt[i] - delta[i]);
-        }
+        softmax_backward_rows(p.data(), dp.data(), bias.data(), lrow, T);
         accumulate_dwords(qb.data(), gb.data(), dp.data(), p.data(), C, T, lanes.data());
         expand(dp.data(), k, C, T, qb.data());  // dregions = dS . words
         store_tile(grad_q, a, b, n0, nb, qb.data());
       }
-      for (int64_t e = 0; e < C * T; ++e) part[e] = Vec<acc_t>::sum(lanes[e]);
+      for (int64_t e = 0; e < C * T; ++e)
+        part[e] = at::vec::vec_reduce_all<acc_t>([](auto x, auto y) { return x + y; }, lanes[e]);
     }
   });
 }
@@ -362,6 +367,8 @@ Args<scalar_t> make_args(const at::Tensor& regions, const at::Tensor& words, con
   }
   return a;
 }
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> word_region_attention_fwd_cpu(
     const at::Tensor& regions_in, const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in,
@@ -404,11 +411,4 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_bwd_cpu(
   return {b.grad_regions, grad_words};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
-  m.impl("word_region_attention_fwd", &word_region_attention_fwd_cpu);
-  m.impl("word_region_attention_bwd", &word_region_attention_bwd_cpu);
-}
-
-}  // namespace fastt2i
+}  // namespace fastt2i::CPU_CAPABILITY
