@@ -1,4 +1,7 @@
 """GAN families on fastt2i's fused modules."""
+from . import attngan, damsm
+from .attngan import AttnGAN, AttnGANConfig
+from .damsm import CNN_ENCODER, CNNEncoder
 from .dfgan import (
     DFGAN,
     DFGANConfig,
@@ -16,6 +19,12 @@ from .dfgan import (
 )
 
 __all__ = [
+    "AttnGAN",
+    "AttnGANConfig",
+    "CNNEncoder",
+    "CNN_ENCODER",
+    "attngan",
+    "damsm",
     "DFGAN",
     "DFGANConfig",
     "GBlock",
