@@ -106,6 +106,8 @@ def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):
         t.load(str(tmp_path / "noise.pt"))
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a DF-GAN training state"):
+        load_checkpoint(tmp_path / "other.pt", family="dfgan")
+    with pytest.raises(CheckpointError, match="not a training state"):
         load_checkpoint(tmp_path / "other.pt")
     torch.save({"model": {"netG": {}, "netD": {}, "netC": {}}}, tmp_path / "official.pt")
     with pytest.raises(CheckpointError, match="no fastt2i resume state"):

@@ -1,7 +1,19 @@
-"""GAN families on fastt2i's fused modules."""
-from . import attngan, damsm
-from .attngan import AttnGAN, AttnGANConfig
-from .damsm import CNN_ENCODER, CNNEncoder
+"""GAN families on fastt2i's fused modules.
+
+Each family module declares its checkpoint layout (``CHECKPOINT_LAYOUT``) with
+``fastt2i.models._checkpoint.register_layout``; the loading itself is generic.
+"""
+from ._checkpoint import (
+    CheckpointLayout,
+    FamilyMismatchError,
+    StateDictMismatchError,
+    identify,
+    layouts,
+    load_state_dict_checked,
+    load_weights,
+    register_layout,
+    strip_module_prefix,
+)
 from .dfgan import (
     DFGAN,
     DFGANConfig,
@@ -10,23 +22,25 @@ from .dfgan import (
     NetC,
     NetD,
     NetG,
-    StateDictMismatchError,
     d_in_out_channels,
     g_in_out_channels,
     load_official_state_dict,
-    load_state_dict_checked,
-    strip_module_prefix,
 )
+from . import attngan, damsm  # noqa: E402 - after dfgan: each registers its checkpoint layout
+from .attngan import AttnGAN, AttnGANConfig
+from .damsm import CNN_ENCODER, CNNEncoder
 
 __all__ = [
     "AttnGAN",
     "AttnGANConfig",
     "CNNEncoder",
     "CNN_ENCODER",
+    "CheckpointLayout",
     "attngan",
     "damsm",
     "DFGAN",
     "DFGANConfig",
+    "FamilyMismatchError",
     "GBlock",
     "G_Block",
     "NetC",
@@ -35,7 +49,11 @@ __all__ = [
     "StateDictMismatchError",
     "d_in_out_channels",
     "g_in_out_channels",
+    "identify",
+    "layouts",
     "load_official_state_dict",
     "load_state_dict_checked",
+    "load_weights",
+    "register_layout",
     "strip_module_prefix",
 ]

@@ -41,7 +41,16 @@ from torch import nn
 
 from fastt2i.nn import WordRegionAttention
 
-from .dfgan import StateDictMismatchError, _read, load_state_dict_checked, strip_module_prefix
+from ._checkpoint import (
+    CheckpointLayout,
+    StateDictMismatchError,
+    check_family,
+    load_state_dict_checked,
+    load_weights,
+    read_weights,
+    register_layout,
+    strip_module_prefix,
+)
 
 
 # ----------------------------------------------------------------------------- config
@@ -468,39 +477,48 @@ def _stages_of_g_state(state: dict) -> int:
     return max((int(k[len("h_net")]) for k in state if k.startswith("h_net") and k[len("h_net")].isdigit()), default=0)
 
 
+CHECKPOINT_LAYOUT = register_layout(CheckpointLayout(
+    family="attngan", title="AttnGAN",
+    networks={"netG": ("model", "netG"), "netsD": ("model", "netsD")},
+    optimizers={"G": ("optimizers", "optimizerG"), "D": ("optimizers", "optimizersD")},
+    classes={"netG": G_NET, "netsD": nn.ModuleList}, model_class=AttnGAN,
+    signatures={"netG": ("ca_net.", "h_net1."), "netsD": ("img_code_s16.", "COND_DNET.")}))
+
+
 def load_official_state_dict(model: nn.Module, source) -> nn.Module:
     """Load official AttnGAN weights into ``model`` (in place; returns it).
 
     - a ``netG_epoch_*.pth`` / ``bird_AttnGAN2.pth`` / ``coco_AttnGAN2.pth`` state dict into a
       G_NET or G_DCGAN (a file with another number of stages than the model's is named as such);
     - a ``netD{i}.pth`` state dict into the matching D_NET64/128/256;
-    - a fastt2i AttnGAN checkpoint (``{'model': {'netG', 'netsD'}}``) into an AttnGAN.
-    ``module.`` prefixes are removed; any key mismatch raises StateDictMismatchError.
+    - a fastt2i AttnGAN checkpoint (``{'model': {'netG', 'netsD'}, ...}``) into an AttnGAN, or
+      its generator into a G_NET / G_DCGAN.
+    ``module.`` prefixes are removed; any key mismatch raises StateDictMismatchError, a file of
+    another family FamilyMismatchError.
     """
-    obj = _read(source, "load_official_state_dict")
+    obj = read_weights(source, "load_official_state_dict")
     if not isinstance(obj, dict):
         raise TypeError(f"load_official_state_dict: expected a dict or a path to one, got {type(obj).__name__}")
-    if isinstance(model, AttnGAN):
-        nets = obj.get("model")
-        if not isinstance(nets, dict) or "netG" not in nets or "netsD" not in nets:
-            raise ValueError("load_official_state_dict: an AttnGAN loads a fastt2i checkpoint "
-                             "{'model': {'netG', 'netsD'}}; load official netG / netD files into model.netG and "
-                             "model.netsD[i]")
-        load_official_state_dict(model.netG, nets["netG"])
-        if len(nets["netsD"]) != len(model.netsD):
-            raise StateDictMismatchError(f"load_official_state_dict: the file has {len(nets['netsD'])} "
-                                         f"discriminators, the model {len(model.netsD)}")
-        for i, (d, sd) in enumerate(zip(model.netsD, nets["netsD"])):
-            load_state_dict_checked(d, sd, f"netsD[{i}]")
-        return model
-    state = strip_module_prefix(obj)
     if isinstance(model, (G_NET, G_DCGAN)):
+        nets = CHECKPOINT_LAYOUT.networks_in(obj, complete=False)
+        if nets is None:
+            check_family(obj, CHECKPOINT_LAYOUT, "load_official_state_dict", plain=False)
+        state = strip_module_prefix(nets["netG"] if nets and "netG" in nets else obj)
         file_stages, own = _stages_of_g_state(state), model.config.branch_num
         if file_stages and file_stages != own:
             raise StateDictMismatchError(f"load_official_state_dict: the generator file has {file_stages} stages "
                                          f"(images up to {64 * 2 ** (file_stages - 1)}), the model {own} "
                                          f"(branch_num={own})")
-    return load_state_dict_checked(model, state, type(model).__name__)
+        return load_state_dict_checked(model, state, type(model).__name__)
+    if isinstance(model, AttnGAN):
+        nets = CHECKPOINT_LAYOUT.networks_in(obj, complete=False)
+        if nets is not None and "netsD" in nets and len({k.split(".")[0] for k in nets["netsD"]}) != len(model.netsD):
+            raise StateDictMismatchError(f"load_official_state_dict: the file has "
+                                         f"{len({k.split('.')[0] for k in nets['netsD']})} discriminators, the "
+                                         f"model {len(model.netsD)}")
+        if nets is not None and "netG" in nets:
+            load_official_state_dict(model.netG, nets["netG"])  # names a stage mismatch as such
+    return load_weights(model, obj, CHECKPOINT_LAYOUT)
 
 
 def save_official(model: AttnGAN, directory: str, epoch: int, ema_state: dict | None = None) -> list[str]:
@@ -517,6 +535,6 @@ def save_official(model: AttnGAN, directory: str, epoch: int, ema_state: dict | 
     return paths
 
 
-__all__ = ["AttnGAN", "AttnGANConfig", "CA_NET", "D_GET_LOGITS", "D_NET128", "D_NET256", "D_NET64", "GET_IMAGE_G",
+__all__ = ["CHECKPOINT_LAYOUT", "AttnGAN", "AttnGANConfig", "CA_NET", "D_GET_LOGITS", "D_NET128", "D_NET256", "D_NET64", "GET_IMAGE_G",
            "GLU", "G_DCGAN", "G_NET", "INIT_STAGE_G", "NEXT_STAGE_G", "ResBlock", "build_discriminators",
-           "load_official_state_dict", "save_official", "weights_init"]
+           "load_official_state_dict", "save_official", "weights_init", "StateDictMismatchError"]

@@ -33,6 +33,8 @@ from torch import nn
 
 from fastt2i.text import RNN_ENCODER, RNNEncoder
 
+from ._checkpoint import load_state_dict_checked, read_weights, strip_module_prefix
+
 INCEPTION_SIZE = 299
 REGION_SIZE = 17  # Mixed_6e's 17 x 17 grid: 289 regions
 
@@ -151,11 +153,9 @@ def load_image_encoder(encoder: CNNEncoder, source) -> CNNEncoder:
 
     ``source`` is a path or a state dict; DDP's ``module.`` prefixes are removed; any
     missing, unexpected or mis-shaped key raises StateDictMismatchError naming them."""
-    from .dfgan import _read, load_state_dict_checked, strip_module_prefix
-
     if not isinstance(encoder, CNNEncoder):
         raise TypeError(f"load_image_encoder: expected a CNNEncoder, got {type(encoder).__name__}")
-    state = _read(source, "load_image_encoder")
+    state = read_weights(source, "load_image_encoder")
     if not isinstance(state, dict):
         raise TypeError(f"load_image_encoder: expected a state dict, got {type(state).__name__}")
     state = _fill_batchnorm_counters(encoder, strip_module_prefix(state))
@@ -169,9 +169,7 @@ def load_image_encoder(encoder: CNNEncoder, source) -> CNNEncoder:
 def load_text_encoder(encoder: RNNEncoder, source) -> RNNEncoder:
     """Load an official ``text_encoder*.pth`` into ``encoder``; a vocabulary of another size
     gives a clear error (the embedding's shape names both sizes)."""
-    from .dfgan import _read, load_state_dict_checked, strip_module_prefix
-
-    state = _read(source, "load_text_encoder")
+    state = read_weights(source, "load_text_encoder")
     if not isinstance(state, dict):
         raise TypeError(f"load_text_encoder: expected a state dict, got {type(state).__name__}")
     state = strip_module_prefix(state)

@@ -16,7 +16,6 @@ dispatches to the active backend.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastt2i.nn import DBlock, DFBlock, FusedLeakyReLU, JointConv
+
+from ._checkpoint import CheckpointLayout, load_weights, register_layout
 
 
 # ----------------------------------------------------------------------------- config
@@ -227,52 +228,17 @@ class DFGAN(nn.Module):
 
 # ----------------------------------------------------------------------------- official weights
 
-class StateDictMismatchError(ValueError):
-    """An official state dict does not fit the model: lists missing / unexpected / mis-shaped keys."""
-
-
-def strip_module_prefix(state: dict) -> dict:
-    """Remove DDP/DataParallel's ``module.`` prefix (the official ``load_model_weights``)."""
-    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
-
-
-def load_state_dict_checked(module: nn.Module, state: dict, what: str = "model") -> nn.Module:
-    """Strict load with a clear error listing missing, unexpected and mis-shaped keys."""
-    if not isinstance(state, dict):
-        raise TypeError(f"{what}: expected a state dict, got {type(state).__name__}")
-    state = strip_module_prefix(state)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state)
-                    if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        lines = [f"{what}: the state dict does not match {type(module).__name__}"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {missing}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {unexpected}")
-        if shapes:
-            lines.append(f"  shape mismatches ({len(shapes)}): {shapes}")
-        lines.append("  (check imsize / nf / vocabulary size against the checkpoint)")
-        raise StateDictMismatchError("\n".join(lines))
-    module.load_state_dict(state)
-    return module
-
-
-def _read(source, what: str):
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what}: file not found: {path}")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - torch.load raises many types for bad files
-            raise ValueError(f"{what}: cannot read {path} as a PyTorch file ({type(exc).__name__}: {exc})") from exc
-    return source
+CHECKPOINT_LAYOUT = register_layout(CheckpointLayout(
+    family="dfgan",
+    title="DF-GAN",
+    # the official training state (code/lib/utils.py:save_models), which fastt2i checkpoints keep
+    networks={"netG": ("model", "netG"), "netD": ("model", "netD"), "netC": ("model", "netC")},
+    optimizers={"G": ("optimizers", "optimizer_G"), "D": ("optimizers", "optimizer_D")},
+    classes={"netG": NetG, "netD": NetD, "netC": NetC},
+    model_class=DFGAN,
+    signatures={"netG": ("fc.", "GBlocks.", "to_rgb."), "netD": ("conv_img.", "DBlocks."),
+                "netC": ("joint_conv.",)},
+))
 
 
 def load_official_state_dict(model: nn.Module, source) -> nn.Module:
@@ -284,31 +250,7 @@ def load_official_state_dict(model: nn.Module, source) -> nn.Module:
     - a plain state dict of one network (e.g. a released netG file) into that network;
     - the official DAMSM text encoder file (``text_encoder200.pth``) into an RNNEncoder.
     ``module.`` prefixes of DDP-saved files are removed.  Any key mismatch raises
-    StateDictMismatchError listing the missing and unexpected keys.
+    StateDictMismatchError listing the missing and unexpected keys; another family's file raises
+    FamilyMismatchError naming both families.
     """
-    obj = _read(source, "load_official_state_dict")
-    if not isinstance(obj, dict):
-        raise TypeError(f"load_official_state_dict: expected a dict or a path to one, got {type(obj).__name__}")
-    nets = obj.get("model") if isinstance(obj.get("model"), dict) else None
-    if isinstance(model, DFGAN):
-        if nets is None:
-            raise ValueError("load_official_state_dict: a DFGAN needs the training state file "
-                             "{'model': {'netG', 'netD', 'netC'}, ...}; got a plain state dict "
-                             f"with keys {sorted(obj)[:8]}...")
-        for name in ("netG", "netD", "netC"):
-            if name not in nets:
-                raise StateDictMismatchError(f"load_official_state_dict: the file has no '{name}' "
-                                             f"(found {sorted(nets)})")
-            load_state_dict_checked(getattr(model, name), nets[name], name)
-        return model
-    if nets is not None:
-        name = {NetG: "netG", NetD: "netD", NetC: "netC"}.get(type(model))
-        if name is None:
-            raise TypeError(f"load_official_state_dict: a training state file loads into DFGAN, NetG, NetD or "
-                            f"NetC, not {type(model).__name__}")
-        if name not in nets:
-            raise StateDictMismatchError(f"load_official_state_dict: the file has no '{name}' (found {sorted(nets)})")
-        return load_state_dict_checked(model, nets[name], name)
-    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    return load_state_dict_checked(model, obj, type(model).__name__)
+    return load_weights(model, source, CHECKPOINT_LAYOUT)

@@ -1,9 +1,10 @@
 """Atomic checkpoints and RNG state capture for exact resume.
 
-A checkpoint keeps the official DF-GAN training-state layout (``{'model': {'netG', 'netD',
-'netC'}, 'optimizers': {'optimizer_G', 'optimizer_D'}, 'epoch'}``), so the official code can
-read it, plus a ``'fastt2i'`` entry with what exact resume and sampling need (step, data
-position, RNG states, EMA, grad scalers, configs, the text encoder and the vocabulary).
+A checkpoint keeps its family's training-state layout (``fastt2i.models.CheckpointLayout``;
+DF-GAN's is the official ``{'model': {'netG', 'netD', 'netC'}, 'optimizers': {'optimizer_G',
+'optimizer_D'}, 'epoch'}``, so the official code can read it), plus a ``'fastt2i'`` entry with
+what exact resume and sampling need (family, step, data position, RNG states, EMA, grad
+scalers, configs, the vocabulary, the evaluation history and the family's own state).
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``: a run killed mid-write never leaves a truncated checkpoint behind.
 """
@@ -15,11 +16,14 @@ import random
 import numpy as np
 import torch
 
+from fastt2i.models import FamilyMismatchError, layouts
+from fastt2i.models._checkpoint import fastt2i_family, identify
+
 FORMAT_VERSION = 1
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is unreadable (corrupt, truncated) or not a DF-GAN checkpoint."""
+    """A checkpoint file is unreadable (corrupt, truncated) or not a training state of the family."""
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
@@ -50,16 +54,37 @@ def read_checkpoint_file(path: str | os.PathLike, map_location="cpu"):
                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu", require_fastt2i: bool = False) -> dict:
-    """Read a checkpoint (fastt2i's or the official training state) with clear errors."""
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", require_fastt2i: bool = False,
+                    family: str | None = None) -> dict:
+    """Read a training state (fastt2i's or the official one) with clear errors.
+
+    ``family`` (a registry name such as ``"dfgan"``) requires that family's layout and rejects
+    another family's checkpoint naming both; None accepts any registered family's.
+    """
     path = os.fspath(path)
     obj = read_checkpoint_file(path, map_location)
-    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or "netG" not in obj["model"]:
+    known = layouts()
+    if family is not None and family not in known:
+        raise ValueError(f"family: expected one of {sorted(known)}, got {family!r}")
+    candidates = [known[family]] if family is not None else list(known.values())
+    recorded = fastt2i_family(obj)
+    if family is not None and recorded is not None and recorded != family:
+        other = known.get(recorded)
+        raise FamilyMismatchError(f"{path}: this is a {other.title if other else recorded} checkpoint (family "
+                                  f"'{recorded}'), not a {known[family].title} one (family '{family}')")
+    layout = next((lay for lay in candidates if lay.networks_in(obj) is not None), None)
+    if layout is None:
+        found = identify(obj)
+        if family is not None and found is not None and found[0].family != family:
+            what = f"{found[0].title}'s {found[1]}" if found[1] else f"a {found[0].title} training state"
+            raise FamilyMismatchError(f"{path}: this is {what} (family '{found[0].family}'), not a "
+                                      f"{known[family].title} one (family '{family}')")
         keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"{path}: not a DF-GAN training state (expected {{'model': {{'netG', ...}}}}, "
-                              f"found {keys})")
+        expected = "; ".join(f"{lay.title}: {lay.describe()}" for lay in candidates)
+        title = known[family].title + " " if family is not None else ""
+        raise CheckpointError(f"{path}: not a {title}training state (expected {expected}; found {keys})")
     if require_fastt2i and not isinstance(obj.get("fastt2i"), dict):
-        raise CheckpointError(f"{path}: an official DF-GAN file has no fastt2i resume state (step, RNG, "
+        raise CheckpointError(f"{path}: an official {layout.title} file has no fastt2i resume state (step, RNG, "
                               "data position); load its weights with --init-from / load_official_state_dict")
     if isinstance(obj.get("fastt2i"), dict) and obj["fastt2i"].get("format", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {obj['fastt2i']['format']} is newer than this "

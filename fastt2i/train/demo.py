@@ -19,7 +19,8 @@ import torch
 from fastt2i import ops
 from fastt2i.models import DFGANConfig
 
-from .dfgan import DFGANTrainer, TrainConfig, resolve_device
+from .core import TrainConfig, resolve_device
+from .families.dfgan import DFGANTrainer
 
 DEMO_CAPTIONS = [
     "a large red circle",

@@ -1,10 +1,11 @@
-"""Sampling DF-GAN: truncated noise, caption encoding, image grids from a checkpoint."""
+"""Sampling helpers shared by the families: truncated noise, caption encoding, chunked generation."""
 from __future__ import annotations
 
 import torch
 
-from fastt2i.models import DFGANConfig, NetG, load_official_state_dict
 from fastt2i.text import RNNEncoder, Vocabulary, encode_captions
+
+from .text_conditioning import standardize
 
 
 def truncated_noise(batch_size: int, nz: int = 100, truncation: float = 1.0, generator: torch.Generator | None = None,
@@ -25,14 +26,11 @@ def caption_embeddings(text_encoder: RNNEncoder, vocab: Vocabulary, captions: li
     """
     ids, lens = vocab.encode_batch(captions)
     sent, _ = encode_captions(text_encoder, ids.to(device), lens)
-    if sentence_norm is not None:
-        mean, std = (t.to(sent.device) for t in sentence_norm)
-        sent = (sent - mean) / std
-    return sent
+    return standardize(sent, sentence_norm)
 
 
 @torch.no_grad()
-def generate(netG: NetG, sentence: torch.Tensor, noise: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def generate(netG: torch.nn.Module, sentence: torch.Tensor, noise: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Images (B, 3, S, S) in [-1, 1], in chunks of ``batch_size``."""
     was_training = netG.training
     netG.eval()
@@ -42,44 +40,3 @@ def generate(netG: NetG, sentence: torch.Tensor, noise: torch.Tensor, batch_size
     finally:
         netG.train(was_training)
     return torch.cat(outs)
-
-
-def load_sampler(checkpoint: str, device="cpu", use_ema: bool = True, text_encoder_path: str | None = None,
-                 vocab_path: str | None = None, config: DFGANConfig | None = None):
-    """(netG, text_encoder, vocab, config, sentence_norm) for sampling.
-
-    A fastt2i checkpoint carries its configuration, text encoder and vocabulary.  An official
-    training state (or a plain netG file) needs ``text_encoder_path`` (the DAMSM
-    ``text_encoder*.pth``), ``vocab_path`` (the dataset's ``captions.pickle``) and ``config``.
-    """
-    from .checkpoint import read_checkpoint_file
-
-    obj = read_checkpoint_file(checkpoint)
-    if isinstance(obj, dict) and isinstance(obj.get("fastt2i"), dict):
-        meta = obj["fastt2i"]
-        cfg = DFGANConfig.from_dict(meta["model_config"])
-        netG = NetG(cfg.ngf, cfg.nz, cfg.cond_dim, cfg.imsize, cfg.ch_size)
-        state = meta["ema"] if (use_ema and meta.get("ema") is not None) else obj["model"]["netG"]
-        load_official_state_dict(netG, state)
-        vocab = Vocabulary(meta["vocab"])
-        text_encoder = RNNEncoder(len(vocab), **meta.get("text_encoder_config", {}))
-        load_official_state_dict(text_encoder, meta["text_encoder"])
-        norm = meta.get("sentence_norm")
-        sentence_norm = None if norm is None else tuple(norm)
-    else:
-        # the official training state (state_epoch_*.pth) or a plain netG state dict
-        if text_encoder_path is None or vocab_path is None:
-            raise ValueError(f"{checkpoint} is an official DF-GAN file: sampling needs --text-encoder "
-                             "(DAMSM text_encoder*.pth) and --vocab (the dataset's captions.pickle)")
-        cfg = config or DFGANConfig()
-        netG = NetG(cfg.ngf, cfg.nz, cfg.cond_dim, cfg.imsize, cfg.ch_size)
-        load_official_state_dict(netG, obj)
-        vocab = Vocabulary.load(vocab_path)
-        text_encoder = RNNEncoder(len(vocab), words_num=cfg.words_num)
-        load_official_state_dict(text_encoder, text_encoder_path)
-        sentence_norm = None
-    netG.to(device).eval()
-    text_encoder.to(device).eval()
-    for p in list(netG.parameters()) + list(text_encoder.parameters()):
-        p.requires_grad_(False)
-    return netG, text_encoder, vocab, cfg, sentence_norm
