@@ -114,7 +114,8 @@ class AttnGANConfig:
     @classmethod
     def synthetic(cls, **kw) -> "AttnGANConfig":
         """The demo: the shapes dataset, a narrow network that trains on a CPU."""
-        return replace(cls(dataset="synthetic", gf_dim=8, df_dim=16, r_num=1, batch_size=8, captions_per_image=1),
+        return replace(cls(dataset="synthetic", gf_dim=8, df_dim=16, r_num=1, batch_size=8, captions_per_image=1,
+                           lambda_damsm=0.5),
                        **kw)
 
     @classmethod

@@ -89,13 +89,18 @@ class CNNEncoder(nn.Module):
         align_corners: the resize to 299 (see the module docstring): True (default) the
             torch 0.3 sampling that released encoders were trained with, False the official
             code as it runs today.
+        input_size: the side images are resized to: 299 (official; 17 x 17 regions).  Smaller
+            sizes (>= 139: 7 x 7 regions) make CPU runs of the synthetic demo affordable; they
+            are not the official model.
     """
 
-    def __init__(self, nef: int = 256, weights=None, align_corners: bool = True):
+    def __init__(self, nef: int = 256, weights=None, align_corners: bool = True, input_size: int = INCEPTION_SIZE):
         super().__init__()
         if nef < 1:
             raise ValueError(f"nef: expected >= 1, got {nef}")
-        self.nef, self.align_corners = nef, align_corners
+        if input_size < 139:
+            raise ValueError(f"input_size: Inception-v3 needs >= 139 (official 299), got {input_size}")
+        self.nef, self.align_corners, self.input_size = nef, align_corners, input_size
         inception = _inception_v3(weights)
         for name in BACKBONE:
             setattr(self, name, getattr(inception, name))
@@ -114,7 +119,7 @@ class CNNEncoder(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
+        return F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                              align_corners=self.align_corners)
 
     def forward(self, x: torch.Tensor):
@@ -126,11 +131,11 @@ class CNNEncoder(nn.Module):
         regions = x                                        # (B, 768, 17, 17)
         for name in CODE_HEAD:
             x = getattr(self, name)(x)                     # (B, 2048, 8, 8)
-        code = F.avg_pool2d(x, kernel_size=8).flatten(1)   # (B, 2048)
+        code = F.adaptive_avg_pool2d(x, 1).flatten(1)      # (B, 2048): the official 8x8 average pool at 299
         return self.emb_features(regions), self.emb_cnn_code(code)
 
     def extra_repr(self) -> str:
-        return f"nef={self.nef}, align_corners={self.align_corners}"
+        return f"nef={self.nef}, align_corners={self.align_corners}, input_size={self.input_size}"
 
 
 CNN_ENCODER = CNNEncoder  # the official class name
