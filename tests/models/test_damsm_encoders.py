@@ -67,11 +67,11 @@ def test_align_corners_is_the_torch03_resize(encoder):
     not what the official line does on a current torch."""
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     legacy = CNNEncoder.__new__(CNNEncoder)
-    legacy.align_corners = True
+    legacy.align_corners, legacy.input_size = True, 299
     up = legacy.resize(x)
     assert torch.allclose(up[..., 0, 0], x[..., 0, 0]) and torch.allclose(up[..., -1, -1], x[..., -1, -1])
     assert not torch.allclose(encoder.resize(x), up)
-    assert CNNEncoder.__init__.__defaults__[-1] is True  # the default is the legacy resize
+    assert CNNEncoder.__init__.__defaults__[1] is True  # the default is the legacy resize
 
 
 @pytest.mark.parametrize("backend", ["reference"] + [b for b in fused_backends() if b != "triton"])

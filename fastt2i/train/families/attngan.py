@@ -208,10 +208,7 @@ class AttnGANTrainer(Trainer):
 @torch.no_grad()
 def generate(netG, text_encoder, vocab, captions, device, sentence_norm=None, generator=None, autocast=None):
     """Images per stage ([B, 3, 64|128|256]), attention per stage, and each caption's known words."""
-    ids, lens = vocab.encode_batch(captions)
-    empty = [c for c, n in zip(captions, lens.tolist()) if n == 0]
-    if empty:
-        raise ValueError(f"no word of these captions is in the vocabulary: {empty}")
+    ids, lens = vocab.encode_batch(captions)  # EmptyCaptionError for a caption with no known word
     ids = ids.to(device)
     sent, words = encode_captions(text_encoder, ids, lens)
     mask = (ids == 0)[:, :words.shape[2]]
