@@ -76,7 +76,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
     torch.save(RNNEncoder(len(synthetic_vocabulary())).state_dict(), tmp_path / "text_encoder5.pth")
     with pytest.raises(FileNotFoundError, match="image_encoder5.pth"):
-        _attngan(tmp_path / "i", text_encoder=str(tmp_path / "text_encoder4.pth"))
+        _attngan(tmp_path / "i", text_encoder=str(tmp_path / "text_encoder5.pth"))
     with pytest.raises(EmptyCaptionError):
         _attngan(tmp_path / "e", sample_captions=["zebra giraffe"]).sample_grid()
 
