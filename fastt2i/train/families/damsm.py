@@ -142,20 +142,20 @@ class DAMSMTrainer(Trainer):
         self.opt = self.add_optimizer("encoders", torch.optim.Adam(params, lr=m.lr, betas=tuple(m.betas)))
         self.lr_epoch = None  # the epoch whose lr (and, officially, fresh Adam) is in place
 
-    def start_epoch(self) -> None:
+    def on_epoch(self, epoch: int) -> None:
+        """The official per-epoch lr (and fresh Adam); the core calls it as each epoch starts."""
         m = self.mcfg
-        if self.lr_epoch == self.epoch:
+        if self.lr_epoch == epoch:  # the interrupted epoch after a resume: already in place
             return
         if m.reset_adam_each_epoch and self.lr_epoch is not None:
             self.opt.state.clear()  # the official code builds a new Adam every epoch
         for group in self.opt.param_groups:
-            group["lr"] = m.epoch_lr(self.epoch)
-        self.lr_epoch = self.epoch
+            group["lr"] = m.epoch_lr(epoch)
+        self.lr_epoch = epoch
 
     def run_step(self, batch) -> dict:
         imgs, caps, lens, _keys, class_ids = batch[:5]
         m = self.mcfg
-        self.start_epoch()
         self.T.train(), self.I.train()
         images = imgs[-1].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         caps = caps.to(self.device)
@@ -163,18 +163,9 @@ class DAMSMTrainer(Trainer):
         with self.autocast():
             losses = damsm_losses(self.I, self.T, images, caps, lens, torch.as_tensor(class_ids).numpy(),
                                   m.gamma1, m.gamma2, m.gamma3)
-        loss = losses["loss"]
-        scaler = self.scalers["encoders"]
-        self.opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        if scaler is not None:
-            scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.text_encoder.parameters(), m.rnn_grad_clip)
-        if scaler is not None:
-            scaler.step(self.opt)
-            scaler.update()
-        else:
-            self.opt.step()
+        # the official clips the RNN's gradients only
+        self.optimizer_step("encoders", losses["loss"], clip_norm=m.rnn_grad_clip,
+                            clip_params=self.text_encoder.parameters())
         out = {k: v.item() for k, v in losses.items()}
         out["w_loss"] = out["w_loss0"] + out["w_loss1"]
         out["s_loss"] = out["s_loss0"] + out["s_loss1"]
