@@ -23,3 +23,6 @@ from .conditional_gan import (  # noqa: E402
 __all__ += ["bce_logits", "colour_consistency_loss", "gan_int_g_loss", "interpolate_text", "kl_loss",
             "matching_aware_d_loss", "mean_covariance", "stackgan2_d_loss", "stackgan2_g_loss",
             "stackgan_d_loss", "stackgan_g_loss"]
+from .attngan import adversarial_g_loss, damsm_g_loss, discriminator_loss, generator_loss  # noqa: E402
+
+__all__ += ["adversarial_g_loss", "damsm_g_loss", "discriminator_loss", "generator_loss"]

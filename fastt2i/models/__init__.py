@@ -26,9 +26,18 @@ from .dfgan import (
     g_in_out_channels,
     load_official_state_dict,
 )
+from . import attngan, damsm  # noqa: E402 - after dfgan: each registers its checkpoint layout
+from .attngan import AttnGAN, AttnGANConfig
+from .damsm import CNN_ENCODER, CNNEncoder
 
 __all__ = [
+    "AttnGAN",
+    "AttnGANConfig",
+    "CNNEncoder",
+    "CNN_ENCODER",
     "CheckpointLayout",
+    "attngan",
+    "damsm",
     "DFGAN",
     "DFGANConfig",
     "FamilyMismatchError",

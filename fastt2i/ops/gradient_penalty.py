@@ -266,6 +266,6 @@ def gradient_penalty(grads: Sequence[torch.Tensor], k: float = 2.0, p: float = 6
     if not (torch.is_grad_enabled() and any(g.requires_grad for g in grads)):
         # Nothing to differentiate: the forward kernel alone.  (Also the only form torch.compile
         # traces here: dynamo passes a Function's arguments shifted by one when no input requires grad.)
-        forward, _ = _fused_ops(backend)
+        forward, _ = DISPATCH.fused_ops(backend)
         return forward([_kernel_input(g) for g in grads], k, p, scale)[0]
     return _GradientPenaltyFunction.apply(k, p, scale, backend, *grads)
