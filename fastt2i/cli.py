@@ -59,6 +59,8 @@ def _add_common_train_arguments(p: argparse.ArgumentParser, fam) -> None:
     g.add_argument("--text-encoder", default=None, help="official DAMSM text_encoder*.pth (vocabulary of --data)")
     g.add_argument("--sample-caption", action="append", default=[], help="caption for the sample grid (repeat)")
     g.add_argument("--no-progress", action="store_true")
+    for spec in evs.values():
+        spec.add_arguments(p.add_argument_group(f"evaluator {spec.name}"))
 
 
 def _train_parser(sub, fams) -> None:
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a) -> int:
-    from fastt2i.data import build_dataset, parse_data_spec
+    from fastt2i.data import parse_data_spec
     from fastt2i.train import TrainConfig
     from fastt2i.train.registry import get_family, registered_evaluators
 
@@ -136,7 +138,7 @@ def cmd_train(a) -> int:
     if unknown:
         raise ValueError(f"--eval: unknown evaluator(s) {unknown}: expected one of {', '.join(known) or 'none registered'}")
     evaluators = {name: known[name].make(a) for name in a.eval}
-    dataset = build_dataset(a.data, "train", seed=a.seed, **fam.trainer.dataset_kwargs(mcfg))
+    dataset = fam.trainer.make_dataset(a.data, mcfg, a.seed)
     steps = a.steps
     if steps is None:  # the preset's epochs over this dataset
         steps = mcfg.max_epoch * max(1, len(dataset) // mcfg.batch_size)

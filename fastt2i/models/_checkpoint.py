@@ -208,8 +208,7 @@ def read_weights(source, what: str):
     return source
 
 
-def load_weights(model: nn.Module, source, layout: CheckpointLayout, what: str = "load_official_state_dict"
-                 ) -> nn.Module:
+def load_weights(model: nn.Module, source, layout: CheckpointLayout, what: str = "load_weights") -> nn.Module:
     """Load a family's weights into ``model`` (in place; returns it).
 
     ``source`` is a path or a loaded object:

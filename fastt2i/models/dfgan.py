@@ -253,4 +253,4 @@ def load_official_state_dict(model: nn.Module, source) -> nn.Module:
     StateDictMismatchError listing the missing and unexpected keys; another family's file raises
     FamilyMismatchError naming both families.
     """
-    return load_weights(model, source, CHECKPOINT_LAYOUT)
+    return load_weights(model, source, CHECKPOINT_LAYOUT, "load_official_state_dict")

@@ -21,18 +21,21 @@ The family interface (DF-GAN, ``fastt2i/train/families/dfgan.py``, is the worked
         ema_network = "netG"                      # the network --ema averages (None: no EMA)
 
         def default_model_config(self): ...       # used when no config is given
+        def make_dataset(cls, spec, mcfg, seed):  # optional classmethod: the --data dataset
         def build(self):                          # networks, optimisers (and the text encoder)
             self.G = self.add_network("netG", netG, compile=True)   # -> DDP / compiled wrapper
             self.D = self.add_network("netD", netD, find_unused_parameters=True)
             self.optG = self.add_optimizer("G", torch.optim.Adam(netG.parameters(), ...))
         def run_step(self, batch) -> dict:        # one iteration on a loader batch -> float losses
             ...  with self.autocast(): ...;  self.optimizer_step("D", errD) ...
-        def sample(self, captions, generator):    # images (B, C, H, W) in [-1, 1] (EMA if any)
+        def sample(self, captions, generator):    # images (B, C, H, W) in [-1, 1] (EMA if any);
+                                                  # optional: without it, no sample grids
+        def on_epoch(self, epoch):                # optional: per-epoch schedules
         def extra_state(self) -> dict:            # what else the checkpoint holds (text encoder ...)
         def load_extra_state(self, meta, path):   # ... and its restoration
 
-Services for the step: ``autocast()``, ``optimizer_step(name, loss, inputs=None)`` (zero_grad,
-scaled backward, step, scaler update), ``no_sync(*wrappers)`` (skip DDP's all-reduce for
+Services for the step: ``autocast()``, ``optimizer_step(name, loss, inputs=None, clip_norm=None)``
+(zero_grad, scaled backward, optional clipping of unscaled gradients, step, scaler update), ``no_sync(*wrappers)`` (skip DDP's all-reduce for
 networks that are not updated), ``step_generator(stream)`` (a CPU generator seeded by (seed,
 rank, step, stream): the same noise after a resume), ``self.device``, ``self.memory_format``,
 ``self.dataset``, ``self.vocab``, ``self.mcfg`` (model config), ``self.cfg`` (TrainConfig,
@@ -225,8 +228,7 @@ class Trainer:
 
         # Models start identical on every rank (DDP also broadcasts rank 0's at wrapping).
         torch.manual_seed(self.cfg.seed)
-        self.dataset = dataset if dataset is not None else build_dataset(
-            self.cfg.data, "train", seed=self.cfg.seed, **self.dataset_kwargs(self.mcfg))
+        self.dataset = dataset if dataset is not None else self.make_dataset(self.cfg.data, self.mcfg, self.cfg.seed)
         self.vocab = getattr(self.dataset, "vocab", None)
 
         self.networks: dict[str, torch.nn.Module] = {}   # plain modules, by checkpoint name
@@ -259,9 +261,10 @@ class Trainer:
         return self.config_class()
 
     @classmethod
-    def dataset_kwargs(cls, model_config) -> dict:
-        """Arguments of ``build_dataset`` that come from the model config."""
-        return {"imsize": model_config.imsize, "words_num": model_config.words_num}
+    def make_dataset(cls, spec: str, model_config, seed: int, split: str = "train"):
+        """The dataset for ``--data spec`` (``fastt2i.data.build_dataset`` at the config's image size
+        and caption length); a family with other inputs (DAMSM's 299-pixel crops) overrides it."""
+        return build_dataset(spec, split, imsize=model_config.imsize, words_num=model_config.words_num, seed=seed)
 
     def build(self) -> None:
         raise NotImplementedError
@@ -271,11 +274,21 @@ class Trainer:
         raise NotImplementedError
 
     def sample(self, captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) in [-1, 1] for raw captions (the EMA network when there is one)."""
+        """Images (B, C, H, W) in [-1, 1] for raw captions (the EMA network when there is one).
+
+        A family without images (DAMSM pretraining) leaves it out: no sample grids then."""
         raise NotImplementedError
+
+    def on_epoch(self, epoch: int) -> None:
+        """Called when an epoch starts (also the interrupted one after a resume): per-epoch
+        schedules such as DAMSM's learning-rate decay go here."""
 
     def extra_state(self) -> dict:
         return {}
+
+    @classmethod
+    def makes_images(cls) -> bool:
+        return cls.sample is not Trainer.sample
 
     def load_extra_state(self, meta: dict, path: str) -> None:
         pass
@@ -312,16 +325,23 @@ class Trainer:
         self.scalers[name] = torch.amp.GradScaler(self.device.type) if fp16 else None
         return optimizer
 
-    def optimizer_step(self, name: str, loss: torch.Tensor, inputs=None) -> None:
-        """zero_grad, backward (scaled under fp16, only into ``inputs`` when given), step, scaler update."""
+    def optimizer_step(self, name: str, loss: torch.Tensor, inputs=None, clip_norm: float | None = None,
+                       clip_params=None) -> None:
+        """zero_grad, backward (scaled under fp16, only into ``inputs`` when given), optional
+        gradient-norm clipping of ``clip_params`` (default: the optimiser's; on unscaled
+        gradients), step, scaler update."""
         opt, scaler = self.optimizers[name], self.scalers[name]
         opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss, inputs=inputs)
+        if clip_norm is not None:
+            if scaler is not None:
+                scaler.unscale_(opt)
+            params = clip_params if clip_params is not None else [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(list(params), clip_norm)
         if scaler is not None:
-            torch.autograd.backward(scaler.scale(loss), inputs=inputs)
             scaler.step(opt)
             scaler.update()
         else:
-            torch.autograd.backward(loss, inputs=inputs)
             opt.step()
 
     @contextlib.contextmanager
@@ -388,6 +408,7 @@ class Trainer:
         while True:
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(self.epoch)
+            self.on_epoch(self.epoch)
             for batch in self._loader(self.batches.epoch(self.epoch, self.batch_in_epoch)):
                 self.batch_in_epoch += 1
                 yield batch
@@ -557,7 +578,7 @@ class Trainer:
                         bar.set_postfix(post)
                 if self.step % self.cfg.save_every == 0 or done:
                     self.save()
-                if self.is_main() and (self.step % sample_every == 0 or done):
+                if self.is_main() and self.makes_images() and (self.step % sample_every == 0 or done):
                     self.sample_grid()
                 if done:
                     break

@@ -47,6 +47,9 @@ class Family:
     train_options         args -> family-specific TrainConfig.options.
     add_sample_arguments  the family's extra ``fastt2i sample <name>`` flags.
     sample                (args, captions, device) -> a message; writes args.out (None: no sampling).
+    image_sampler         (checkpoint, device, use_ema=True, **kw) -> fn(captions, generator) -> images
+                          (B, C, H, W) in [-1, 1]: what ``fastt2i eval`` and evaluators of saved
+                          checkpoints call (None: the family makes no images).
     demo                  args -> None: runs ``fastt2i demo <name>`` (flags: fastt2i.train.demo.add_arguments).
     """
 
@@ -59,6 +62,7 @@ class Family:
     train_options: Callable = _no_options
     add_sample_arguments: Callable = _no_arguments
     sample: Callable | None = None
+    image_sampler: Callable | None = None
     demo: Callable | None = None
 
     def __post_init__(self):
@@ -124,22 +128,27 @@ def get_family(name: str) -> Family:
 
 @dataclass(frozen=True)
 class EvaluatorSpec:
-    """A named evaluator for ``--eval NAME``: ``make(args)`` returns ``fn(trainer) -> {name: float}``."""
+    """A named evaluator for ``--eval NAME``: ``make(args)`` returns ``fn(trainer) -> {name: float}``;
+    ``add_arguments(parser)`` adds its options to ``fastt2i train`` (e.g. a statistics file)."""
 
     name: str
     summary: str
     make: Callable
+    add_arguments: Callable = _no_arguments
 
 
 _EVALUATORS: dict[str, EvaluatorSpec] = {}
 
 
-def register_evaluator(name: str, make: Callable, summary: str) -> EvaluatorSpec:
+def register_evaluator(name: str, make: Callable, summary: str,
+                       add_arguments: Callable = _no_arguments) -> EvaluatorSpec:
     """Offer an evaluator to ``fastt2i train ... --eval-every N --eval NAME``.
 
-    ``make(args)`` gets the parsed command line and returns the callable the core runs.
+    ``make(args)`` gets the parsed command line and returns the callable the core runs; import
+    heavy dependencies (Inception weights ...) inside ``make``, not at module level, since the
+    CLI imports every evaluator module to build its help.
     """
-    spec = EvaluatorSpec(name, summary, make)
+    spec = EvaluatorSpec(name, summary, make, add_arguments)
     _EVALUATORS[name] = spec
     return spec
 

@@ -307,3 +307,49 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="no fastt2i resume state"):
         torch.save({"model": obj["model"]}, tmp_path / "official.pt")
         _dfgan(tmp_path / "o").load(str(tmp_path / "official.pt"))
+
+
+def test_a_family_without_images_per_epoch_hook_and_clipping(tmp_path, toy_family):
+    class NoImages(ToyTrainer):  # e.g. DAMSM pretraining: nothing to sample
+        sample = Trainer.sample
+        epochs: list
+
+        def on_epoch(self, epoch):
+            self.epochs = getattr(self, "epochs", []) + [epoch]
+
+    t = NoImages(ToyConfig(), TrainConfig(data="synthetic:16", out_dir=str(tmp_path), steps=9, save_every=100,
+                                          progress=False, seed=1))
+    t.train()  # 4 batches per epoch: epochs 0, 1, 2
+    assert t.epochs == [0, 1, 2] and not (tmp_path / "samples").exists() and (tmp_path / "checkpoint.pt").is_file()
+    loss = 1e3 * sum(p.sum() for p in t.netG.parameters())
+    t.optimizer_step("G", loss, clip_norm=0.5)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in t.netG.parameters()]))
+    assert abs(norm.item() - 0.5) < 1e-4
+
+
+def test_cli_evaluators_with_their_own_flags(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(registry, "_EVALUATORS", dict(registry._EVALUATORS))
+
+    def make(args):
+        return lambda trainer: {"scaled_step": args.toy_scale * trainer.step}
+
+    registry.register_evaluator("toy_eval", make, "the step times --toy-scale",
+                                add_arguments=lambda p: p.add_argument("--toy-scale", type=float, default=1.0))
+    out = tmp_path / "run"
+    rc = cli_main(["train", "dfgan", "--data", "synthetic:16", "--imsize", "32", "--nf", "4", "--batch-size", "4",
+                   "--steps", "2", "--out", str(out), "--workers", "0", "--no-progress", "--eval-every", "1",
+                   "--eval", "toy_eval", "--toy-scale", "3"])
+    assert rc == 0 and "scaled_step 6" in capsys.readouterr().out
+    evals = [json.loads(line)["eval"] for line in (out / "log.jsonl").read_text().splitlines() if "eval" in line]
+    assert evals == [{"scaled_step": 3.0}, {"scaled_step": 6.0}]
+    assert load_checkpoint(out / "checkpoint.pt")["fastt2i"]["evaluations"][-1] == {"step": 2, "scaled_step": 6.0}
+
+
+def test_the_familys_image_sampler_reproduces_the_trainers_samples(tmp_path):
+    t = _dfgan(tmp_path, steps=1, save_every=1, ema=0.5)
+    t.train()
+    captions = ["a small red circle above a large blue square", "a large green triangle"]
+    sample_images = get_family("dfgan").image_sampler(str(tmp_path / "checkpoint.pt"))
+    expected = t.sample(captions, torch.Generator().manual_seed(4))
+    assert torch.equal(sample_images(captions, torch.Generator().manual_seed(4)), expected)
+    assert expected.shape == (2, 3, 32, 32) and sample_images.imsize == 32

@@ -177,6 +177,30 @@ def load_sampler(checkpoint: str, device="cpu", use_ema: bool = True, text_encod
     return netG, text_encoder, vocab, cfg, sentence_norm
 
 
+def image_sampler(checkpoint: str, device="cpu", use_ema: bool = True, truncation: float | None = None,
+                  **official_files):
+    """``fn(captions, generator) -> images (B, 3, S, S) in [-1, 1]`` from a checkpoint, the
+    family-independent handle that evaluation uses (``Family.image_sampler``).
+
+    ``truncation``: None is the config's rate (the official sampling), 0 plain N(0, 1) noise.
+    ``official_files``: ``text_encoder_path``, ``vocab_path``, ``config`` for official files.
+    """
+    netG, text_encoder, vocab, cfg, sentence_norm = load_sampler(checkpoint, device, use_ema=use_ema,
+                                                                 **official_files)
+    trunc = truncation if truncation is not None else (cfg.trunc_rate if cfg.truncation else 0.0)
+
+    def sample_images(captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
+        sent = caption_embeddings(text_encoder, vocab, captions, device, sentence_norm)
+        if trunc > 0:
+            noise = truncated_noise(len(captions), cfg.nz, trunc, generator=generator, device=device)
+        else:
+            noise = torch.randn(len(captions), cfg.nz, generator=generator).to(device)
+        return generate(netG, sent, noise)
+
+    sample_images.imsize = cfg.imsize
+    return sample_images
+
+
 # ----------------------------------------------------------------------------- command line
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -207,21 +231,14 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
 
 def sample(args: argparse.Namespace, captions: list[str], device: torch.device) -> str:
     """``fastt2i sample dfgan``: a PNG grid of ``args.n`` images per caption."""
-    netG, text_encoder, vocab, cfg, sentence_norm = load_sampler(
-        args.checkpoint, device, use_ema=not args.no_ema, text_encoder_path=args.text_encoder,
-        vocab_path=args.vocab, config=model_config(args, args.preset))
+    sample_images = image_sampler(args.checkpoint, device, use_ema=not args.no_ema, truncation=args.truncation,
+                                  text_encoder_path=args.text_encoder, vocab_path=args.vocab,
+                                  config=model_config(args, args.preset))
     captions = [c for c in captions for _ in range(args.n)]
-    sent = caption_embeddings(text_encoder, vocab, captions, device, sentence_norm)
-    trunc = args.truncation if args.truncation is not None else (cfg.trunc_rate if cfg.truncation else 0.0)
-    g = torch.Generator().manual_seed(args.seed)
-    if trunc > 0:
-        noise = truncated_noise(len(captions), cfg.nz, trunc, generator=g, device=device)
-    else:
-        noise = torch.randn(len(captions), cfg.nz, generator=g).to(device)
-    images = generate(netG, sent, noise)
+    images = sample_images(captions, torch.Generator().manual_seed(args.seed))
     nrow = args.n if args.n > 1 else int(math.ceil(math.sqrt(len(captions))))
-    save_grid(images, args.out, nrow=nrow, scale=max(1, 128 // cfg.imsize))
-    return f"wrote {args.out} ({len(captions)} images, {cfg.imsize}x{cfg.imsize})"
+    save_grid(images, args.out, nrow=nrow, scale=max(1, 128 // sample_images.imsize))
+    return f"wrote {args.out} ({len(captions)} images, {sample_images.imsize}x{sample_images.imsize})"
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -239,5 +256,6 @@ register_family(Family(
     add_train_arguments=add_train_arguments,
     add_sample_arguments=add_sample_arguments,
     sample=sample,
+    image_sampler=image_sampler,
     demo=demo,
 ))
