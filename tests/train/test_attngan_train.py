@@ -104,3 +104,30 @@ def test_damsm_pretraining_lowers_the_loss_and_writes_official_files(tmp_path):
     img = load_image_encoder(CNNEncoder(256, input_size=139), str(tmp_path / "Model" / "image_encoder4.pth"))
     assert torch.equal(img.emb_cnn_code.weight, t.image_encoder.emb_cnn_code.weight)
     assert (tmp_path / "samples" / "attention_0000005.png").is_file()
+
+
+@pytest.mark.slow
+def test_attngan_ddp_two_cpu_processes_from_the_cli(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path), GLOO_SOCKET_IFNAME="lo")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+           "-m", "fastt2i", "train", "attngan", "--data", "synthetic:8", "--stages", "2", "--gf", "2", "--df", "2",
+           "--batch-size", "2", "--steps", "2", "--out", str(out), "--workers", "0", "--no-progress",
+           "--device", "cpu", "--damsm-input-size", "139", "--ema", "0.999"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("the torchrun DDP run did not finish in 600 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["fastt2i"]["step"] == 2 and ckpt["fastt2i"]["world_size"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"]["netG"].values())

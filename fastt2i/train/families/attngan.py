@@ -26,6 +26,7 @@ import os
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from fastt2i.data.multiscale import MultiScale
 from fastt2i.losses import adversarial_g_loss, damsm_g_loss, discriminator_loss, kl_loss
@@ -144,19 +145,26 @@ class AttnGANTrainer(Trainer):
         class_ids = torch.as_tensor(class_ids).numpy()  # same-class pairs are not negatives in DAMSM
         B = sent.shape[0]
         z, eps = self.step_noise(B)
-        with self.autocast():
+        # record_function labels: the phases in profiles (benchmarks/bench_attngan_step.py)
+        with self.autocast(), record_function("attngan: G forward"):
             fake_imgs, _, mu, logvar = self.G(z, sent, words, mask, eps, return_attention=False)
-            errD, d_parts = self.D_loss(reals, fake_imgs, sent)
-        self.optimizer_step("D", errD)
+        with record_function("attngan: D step"):
+            with self.autocast():
+                errD, d_parts = self.D_loss(reals, fake_imgs, sent)
+            self.optimizer_step("D", errD)
 
         with self.no_sync(self.D_loss):
             with self.autocast():
-                adv = {f"g_loss{i}": adversarial_g_loss(netD, fake_imgs[i], sent) for i, netD in enumerate(self.netsD)}
-                w_loss, s_loss = damsm_g_loss(self.image_encoder, fake_imgs[len(self.netsD) - 1], words, sent_raw,
-                                              lens, class_ids, m.gamma1, m.gamma2, m.gamma3)
+                with record_function("attngan: G adversarial"):
+                    adv = {f"g_loss{i}": adversarial_g_loss(netD, fake_imgs[i], sent)
+                           for i, netD in enumerate(self.netsD)}
+                with record_function("attngan: G DAMSM"):
+                    w_loss, s_loss = damsm_g_loss(self.image_encoder, fake_imgs[len(self.netsD) - 1], words,
+                                                  sent_raw, lens, class_ids, m.gamma1, m.gamma2, m.gamma3)
                 kl = kl_loss(mu, logvar)
                 errG = sum(adv.values()) + m.lambda_damsm * (w_loss + s_loss) + kl
-            self.optimizer_step("G", errG, inputs=[p for p in self.netG.parameters() if p.requires_grad])
+            with record_function("attngan: G backward and update"):
+                self.optimizer_step("G", errG, inputs=[p for p in self.netG.parameters() if p.requires_grad])
         out = {"errD": errD.item(), "errG": errG.item(), "w_loss": (m.lambda_damsm * w_loss).item(),
                "s_loss": (m.lambda_damsm * s_loss).item(), "kl_loss": kl.item()}
         out.update({k: v.item() for k, v in d_parts.items()})
