@@ -1,6 +1,8 @@
 """DAMSM encoders: CNN_ENCODER against the official one, pretraining losses against the official
 words_loss / sent_loss, official-format checkpoints.  Inception-v3 at 299 is slow on a CPU: one
 random backbone per module, batch 2-3."""
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -71,7 +73,7 @@ def test_align_corners_is_the_torch03_resize(encoder):
     up = legacy.resize(x)
     assert torch.allclose(up[..., 0, 0], x[..., 0, 0]) and torch.allclose(up[..., -1, -1], x[..., -1, -1])
     assert not torch.allclose(encoder.resize(x), up)
-    assert CNNEncoder.__init__.__defaults__[1] is True  # the default is the legacy resize
+    assert inspect.signature(CNNEncoder).parameters["align_corners"].default is True  # the legacy resize
 
 
 @pytest.mark.parametrize("backend", ["reference"] + [b for b in fused_backends() if b != "triton"])

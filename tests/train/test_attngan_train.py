@@ -131,3 +131,28 @@ def test_attngan_ddp_two_cpu_processes_from_the_cli(tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["fastt2i"]["step"] == 2 and ckpt["fastt2i"]["world_size"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"]["netG"].values())
+
+
+def test_cli_samples_from_official_files(tmp_path, capsys):
+    """An official generator (the layout of bird_AttnGAN2.pth), a DAMSM text encoder and
+    captions.pickle -> stages and attention maps."""
+    import pickle
+
+    from fastt2i.text import Vocabulary
+
+    g = official.G_NET(32, 256, 100, 100, 2, 2)
+    torch.save({"module." + k: v for k, v in g.state_dict().items()}, tmp_path / "bird_AttnGAN2.pth")
+    vocab = Vocabulary.from_texts(["this bird is red with white wings"])
+    with open(tmp_path / "captions.pickle", "wb") as f:
+        pickle.dump([[[1, 2]], [[3]], vocab.ixtoword, vocab.wordtoix], f, protocol=2)
+    torch.save(RNNEncoder(len(vocab)).state_dict(), tmp_path / "text_encoder200.pth")
+    args = ["sample", "attngan", "--checkpoint", str(tmp_path / "bird_AttnGAN2.pth"), "--stages", "2",
+            "--caption", "this bird is red", "--out", str(tmp_path / "o.png"), "--attention", "--official-mask"]
+    assert cli_main(args) == 2 and "--text-encoder" in capsys.readouterr().err
+    assert cli_main(args + ["--text-encoder", str(tmp_path / "text_encoder200.pth"),
+                            "--vocab", str(tmp_path / "captions.pickle")]) == 0
+    assert (tmp_path / "o.png").is_file() and (tmp_path / "o_attention.png").is_file()
+    # the same file declared with three stages: the mismatch is named
+    assert cli_main(args[:4] + ["--stages", "3"] + args[6:] + ["--text-encoder", str(tmp_path / "text_encoder200.pth"),
+                                                               "--vocab", str(tmp_path / "captions.pickle")]) == 2
+    assert "2 stages" in capsys.readouterr().err
