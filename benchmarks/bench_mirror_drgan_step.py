@@ -110,6 +110,21 @@ def fastt2i_closure(B, device, amp, channels_last):
     return step
 
 
+def cases(device: str, quick: bool):
+    """For ``benchmarks.run``: the MirrorGAN iteration (seconds per iteration on a CPU: not a quick case)."""
+    from benchmarks.common import Case, backend_provider, fused_backends
+
+    if quick:
+        return []
+    B = 12 if device == "cuda" else 2
+    fast = ("bf16", True) if device == "cuda" else ("none", False)
+    providers = {"official": backend_provider("reference", lambda: official_closure(B, device)),
+                 "eager": backend_provider("reference", lambda: fastt2i_closure(B, device, "none", False))}
+    for b in fused_backends(device):
+        providers[b] = backend_provider(b, lambda: fastt2i_closure(B, device, *fast))
+    return [Case(op="mirrorgan_step", name=f"MirrorGAN birds 256 B{B}", mode="step", providers=providers, items=B)]
+
+
 PROVIDERS = {"official": ("reference", None), "fastt2i-fp32": ("auto", ("none", False)),
              "fastt2i-bf16-cl": ("auto", ("bf16", True))}
 

@@ -92,3 +92,15 @@ def test_bad_inputs(tmp_path, stream_checkpoint):
         _mirrorgan(tmp_path / "y", str(tmp_path / "m" / "checkpoint.pt"))
     with pytest.raises(ValueError, match="vocabulary"):
         load_stream(stream_checkpoint[1], Vocabulary(["<end>", "a", "b"]), "cpu")
+
+
+def test_cli_train_stream_reports_heldout_metrics(tmp_path, capsys):
+    out = tmp_path / "s"
+    rc = cli_main(["train", "stream", "--data", "synthetic:8", "--steps", "1", "--batch-size", "4", "--out", str(out),
+                   "--eval-every", "1", "--eval", "stream", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    import json
+
+    rows = [json.loads(line) for line in open(out / "log.jsonl")]
+    evals = [r["eval"] for r in rows if "eval" in r]
+    assert evals and {"val_cap_loss", "bleu4"} <= set(evals[-1])
