@@ -26,3 +26,6 @@ __all__ += ["bce_logits", "colour_consistency_loss", "gan_int_g_loss", "interpol
 from .attngan import adversarial_g_loss, damsm_g_loss, discriminator_loss, generator_loss  # noqa: E402
 
 __all__ += ["adversarial_g_loss", "damsm_g_loss", "discriminator_loss", "generator_loss"]
+from .mirrorgan import caption_loss  # noqa: E402
+
+__all__ += ["caption_loss"]

@@ -29,6 +29,9 @@ from .dfgan import (
 from . import attngan, damsm  # noqa: E402 - after dfgan: each registers its checkpoint layout
 from .attngan import AttnGAN, AttnGANConfig
 from .damsm import CNN_ENCODER, CNNEncoder
+from . import mirrorgan, stream  # noqa: E402 - after attngan, whose modules MirrorGAN extends
+from .mirrorgan import MirrorGAN, MirrorGANConfig
+from .stream import STREAM
 
 __all__ = [
     "AttnGAN",
@@ -56,6 +59,11 @@ __all__ = [
     "load_weights",
     "register_layout",
     "strip_module_prefix",
+    "mirrorgan",
+    "stream",
+    "MirrorGAN",
+    "MirrorGANConfig",
+    "STREAM",
 ]
 from . import gan_int_cls, stackgan, stackgan2  # noqa: E402
 from .gan_int_cls import GANINTCLSConfig, build_gan_int_cls  # noqa: E402

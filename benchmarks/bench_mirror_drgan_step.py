@@ -1,0 +1,212 @@
+"""One MirrorGAN iteration at the birds shapes, and a profile of GLAM's sentence attention.
+
+Providers (timed with their steps alternating in one process, medians: the machine is shared):
+- ``official``: the official-equivalent eager fp32 step (``fastt2i.official.mirrorgan.train_iteration``:
+  official modules, BCE on probabilities, packed STREAM caption loss, reference backend);
+- ``fastt2i-fp32``: fastt2i's modules and losses (fused word attention on the best backend), fp32;
+- ``fastt2i-bf16-cl``: the same under bf16 autocast with channels_last.
+Birds shapes: GF 32, DF 64, R_NUM 2, 18 words, STREAM = ResNet-152 at 224 (random weights: the
+cost is the same) + LSTM 512; B small on CPU.  DR-GAN is not built yet, so it has no case here.
+
+``--profile-glam``: forward + backward of one GLAM stage at (B, 32, S, S), split into the word
+attention, the sentence attention chain (linear -> broadcast multiply -> conv1x1 -> channel
+softmax -> multiply) and the rest of the stage (conv1x1, ResBlocks, upBlock): what a fused
+sentence-attention op could save at most.
+
+``python -m benchmarks.bench_mirror_drgan_step [--batch 2] [--steps 3] [--profile-glam]``
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from fastt2i import ops
+
+WORDS = 18
+
+
+def _batch(B, device, vocab=5450, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    reals = [(torch.rand(B, 3, s, s, generator=g) * 2 - 1).to(device) for s in (64, 128, 256)]
+    lens = torch.tensor(sorted([WORDS - (i % 10) for i in range(B)], reverse=True))
+    valid = torch.arange(WORDS)[None] < lens[:, None]
+    words = (torch.randn(B, 256, WORDS, generator=g) * valid[:, None]).to(device)
+    sent = torch.randn(B, 256, generator=g).to(device)
+    caps = (torch.randint(1, vocab, (B, WORDS), generator=g) * valid).to(device)
+    return reals, words, sent, lens, caps, (~valid).to(device)
+
+
+def official_closure(B, device):
+    import torchvision
+
+    from fastt2i.models.mirrorgan import MirrorGANConfig
+    from fastt2i.official import attngan as off_a
+    from fastt2i.official import mirrorgan as off
+
+    torch.manual_seed(0)
+    c = MirrorGANConfig.birds()
+    netG = off.G_NET(c.gf_dim, 256, 100, 100, c.r_num, 3).to(device).apply(off_a.weights_init)
+    netsD = [cls(c.df_dim, 256).to(device).apply(off_a.weights_init)
+             for cls in (off_a.D_NET64, off_a.D_NET128, off_a.D_NET256)]
+    cnn = off.CAPTION_CNN(256, torchvision.models.resnet152(weights=None)).to(device).eval()
+    rnn = off.CAPTION_RNN(256, 512, 5450, 1).to(device).requires_grad_(False)
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optsD = [torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999)) for d in netsD]
+    avg = [p.detach().clone() for p in netG.parameters()]
+    reals, words, sent, lens, caps, mask = _batch(B, device)
+    noise = torch.empty(B, 100, device=device)
+
+    def step():
+        noise.normal_(0, 1)
+        errD, errG = off.train_iteration(netG, netsD, optsD, optG, cnn, rnn, reals, caps, lens, words, sent, mask,
+                                         noise, avg, c.lambda_caption)
+        return errD.item() + errG.item()
+
+    return step
+
+
+def fastt2i_closure(B, device, amp, channels_last):
+    from fastt2i.losses import discriminator_loss, kl_loss
+    from fastt2i.losses.mirrorgan import generator_loss
+    from fastt2i.models.mirrorgan import MirrorGAN, MirrorGANConfig
+    from fastt2i.models.stream import STREAM
+
+    torch.manual_seed(0)
+    c = MirrorGANConfig.birds()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = MirrorGAN(c).to(device).to(memory_format=fmt)
+    stream = STREAM(5450).to(device).to(memory_format=fmt).eval().requires_grad_(False)
+    optG = torch.optim.Adam(model.netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optD = torch.optim.Adam(model.netsD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    ema = [p.detach().clone() for p in model.netG.parameters()]
+    reals, words, sent, lens, caps, mask = _batch(B, device)
+    reals = [x.contiguous(memory_format=fmt) for x in reals]
+    ctx = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if amp == "bf16" else \
+        (lambda: torch.autocast(device, enabled=False))
+
+    def step():
+        z = torch.randn(B, 100, device=device)
+        with ctx():
+            fake, _, mu, logvar = model.netG(z, sent, words, mask, return_attention=False)
+            errD = sum(discriminator_loss(d, reals[i], fake[i], sent)[0] for i, d in enumerate(model.netsD))
+        optD.zero_grad(set_to_none=True)
+        errD.backward()
+        optD.step()
+        with ctx():
+            errG, _ = generator_loss(model.netsD, stream.caption_cnn, stream.caption_rnn, fake, caps, lens, words, sent,
+                                     c.lambda_caption)
+            errG = errG + kl_loss(mu, logvar)
+        optG.zero_grad(set_to_none=True)
+        errG.backward(inputs=list(model.netG.parameters()))
+        optG.step()
+        with torch.no_grad():
+            for a, p in zip(ema, model.netG.parameters()):
+                a.lerp_(p, 0.001)
+        return errD.item() + errG.item()
+
+    return step
+
+
+def cases(device: str, quick: bool):
+    """For ``benchmarks.run``: the MirrorGAN iteration (seconds per iteration on a CPU: not a quick case)."""
+    from benchmarks.common import Case, backend_provider, fused_backends
+
+    if quick:
+        return []
+    B = 12 if device == "cuda" else 2
+    fast = ("bf16", True) if device == "cuda" else ("none", False)
+    providers = {"official": backend_provider("reference", lambda: official_closure(B, device)),
+                 "eager": backend_provider("reference", lambda: fastt2i_closure(B, device, "none", False))}
+    for b in fused_backends(device):
+        providers[b] = backend_provider(b, lambda: fastt2i_closure(B, device, *fast))
+    return [Case(op="mirrorgan_step", name=f"MirrorGAN birds 256 B{B}", mode="step", providers=providers, items=B)]
+
+
+PROVIDERS = {"official": ("reference", None), "fastt2i-fp32": ("auto", ("none", False)),
+             "fastt2i-bf16-cl": ("auto", ("bf16", True))}
+
+
+def interleaved(names, B, steps, device):
+    fns = {}
+    for name in names:
+        backend, fast = PROVIDERS[name]
+        with ops.use_backend(backend):
+            fn = official_closure(B, device) if fast is None else fastt2i_closure(B, device, *fast)
+            fn()  # warm-up
+            fns[name] = (backend, fn)
+    times = {n: [] for n in names}
+    for _ in range(steps):
+        for name, (backend, fn) in fns.items():
+            with ops.use_backend(backend):
+                t0 = time.perf_counter()
+                fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    return {n: 1e3 * statistics.median(t) for n, t in times.items()}
+
+
+def profile_glam(B, S, device, reps):
+    """ms (median) of forward + backward of each part of one GLAM stage at (B, 32, S, S)."""
+    from fastt2i.models.mirrorgan import NEXT_STAGE_G
+
+    torch.manual_seed(0)
+    stage = NEXT_STAGE_G(32, 256, 100, 2).to(device)
+    att = stage.att
+    h = torch.randn(B, 32, S, S, device=device, requires_grad=True)
+    c_code = torch.randn(B, 100, device=device)
+    _, words, _, _, _, mask = _batch(B, device)
+
+    def word_part():
+        ctx, _ = super(type(att), att).forward(h, words, mask, return_attention=False)
+        return ctx
+
+    def sentence_part():
+        return att.sentence_attention(h, c_code)[0]
+
+    def rest():
+        x = torch.randn(B, 96, S, S, device=device, requires_grad=True)
+        return stage.upsample(stage.residual(stage.conv(x)))
+
+    out = {}
+    for name, fn in (("word attention", word_part), ("sentence attention", sentence_part), ("rest of stage", rest)):
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn().sum().backward()
+            ts.append(time.perf_counter() - t0)
+        out[name] = 1e3 * statistics.median(ts)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--providers", default=",".join(PROVIDERS))
+    p.add_argument("--profile-glam", action="store_true")
+    p.add_argument("--no-step", action="store_true", help="only the GLAM profile")
+    a = p.parse_args(argv)
+    B = a.batch or (12 if a.device == "cuda" else 2)
+    if a.profile_glam:
+        for S in (64, 128):
+            r = profile_glam(B, S, a.device, max(a.steps, 3))
+            total = sum(r.values())
+            print(f"GLAM stage at {S}x{S}, B={B}, fwd+bwd: " +
+                  ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in r.items()))
+    if not a.no_step:
+        names = a.providers.split(",")
+        ms = interleaved(names, B, a.steps, a.device)
+        base = ms.get("official")
+        for n in names:
+            ratio = f"  x{base / ms[n]:.2f} vs official" if base else ""
+            print(f"{n:16s} {ms[n]:9.1f} ms/iter  {B / ms[n] * 1e3:7.2f} images/s{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
