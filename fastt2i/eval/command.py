@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="birds", help="for official files: birds | flowers | coco")
     p.add_argument("--damsm-image-encoder", help="rprec: DAMSM image_encoder*.pth")
     p.add_argument("--damsm-text-encoder", help="rprec: DAMSM text_encoder*.pth (vocabulary of --data)")
+    p.add_argument("--damsm-input-size", type=int, default=299,
+                   help="rprec: the image encoder's input size (299 official; a smaller one only for a DAMSM "
+                   "pretrained at that size, e.g. the synthetic demo's)")
     p.add_argument("--is-splits", type=int, default=10)
     p.add_argument("--rprec-fold", type=int, default=3000, help="images per R-precision fold (default 3000)")
     p.add_argument("--imsize", type=int, default=None, help="stats / reference images: size (default: the "
@@ -129,17 +132,15 @@ def load_damsm(args, vocab, device):
     if not (args.damsm_image_encoder and args.damsm_text_encoder):
         raise ValueError("metric rprec needs --damsm-image-encoder and --damsm-text-encoder (DAMSM image_encoder*.pth "
                          "and text_encoder*.pth trained on the dataset's vocabulary)")
-    try:
-        from fastt2i.models.damsm import CNN_ENCODER
-    except ImportError as exc:
-        raise ValueError(f"metric rprec needs the DAMSM image encoder fastt2i.models.damsm.CNN_ENCODER ({exc})") from exc
-    from fastt2i.models import load_official_state_dict
+    from fastt2i.models.damsm import CNNEncoder, load_image_encoder, load_text_encoder
     from fastt2i.text import RNNEncoder
 
-    image_encoder = CNN_ENCODER(256)
-    load_official_state_dict(image_encoder, args.damsm_image_encoder)
+    # the legacy (torch 0.3, align_corners=True) resize: what the released encoders and the
+    # published R-precision figures used
+    image_encoder = CNNEncoder(256, align_corners=True, input_size=args.damsm_input_size)
+    load_image_encoder(image_encoder, args.damsm_image_encoder)
     text_encoder = RNNEncoder(len(vocab))
-    load_official_state_dict(text_encoder, args.damsm_text_encoder)
+    load_text_encoder(text_encoder, args.damsm_text_encoder)
     image_encoder.to(device).eval().requires_grad_(False)
     text_encoder.to(device).eval().requires_grad_(False)
     return image_code_fn(image_encoder), sentence_code_fn(text_encoder, vocab, device)

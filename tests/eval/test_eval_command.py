@@ -239,3 +239,35 @@ def test_train_eval_every_through_the_cli(tmp_path, fake_inception, capsys):
     assert "is_mean" in capsys.readouterr().out
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("is_mean" in json.dumps(row) for row in logged)
+
+
+@pytest.mark.slow
+def test_rprec_with_damsm_encoder_files(checkpoint, tmp_path):
+    """rprec loads DAMSM encoders in the official file format (as `fastt2i train damsm` writes them)."""
+    from fastt2i.data import build_dataset
+    from fastt2i.models.damsm import CNNEncoder, save_encoders
+    from fastt2i.text import RNNEncoder
+
+    vocab = build_dataset("synthetic:1500", "test", imsize=32).vocab
+    torch.manual_seed(0)
+    img, txt = save_encoders(CNNEncoder(256, input_size=139), RNNEncoder(len(vocab)), str(tmp_path), 0)
+    out = tmp_path / "r.json"
+    assert main(["dfgan", "--checkpoint", str(checkpoint), "--data", "synthetic:1500", "--metrics", "rprec",
+                 "--damsm-image-encoder", img, "--damsm-text-encoder", txt, "--damsm-input-size", "139",
+                 "--rprec-fold", "4", "--n", "8", "--batch", "8", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())["metrics"]
+    assert 0.0 <= r["rprec_mean"] <= 1.0 and len(r["rprec_folds"]) == 2  # 8 images in folds of 4
+    # a text encoder of another vocabulary is refused with both sizes named
+    wrong = save_encoders(CNNEncoder(256, input_size=139), RNNEncoder(len(vocab) + 3), str(tmp_path / "w"), 0)[1]
+    with pytest.raises(ValueError, match="vocabulary"):
+        command.run(command_args(["dfgan", "--checkpoint", str(checkpoint), "--data", "synthetic:1500",
+                                  "--metrics", "rprec", "--damsm-image-encoder", img, "--damsm-text-encoder", wrong,
+                                  "--damsm-input-size", "139", "--n", "4", "--no-progress"]))
+
+
+def command_args(argv):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    return p.parse_args(argv)
