@@ -87,8 +87,20 @@ class AttnGANTrainer(Trainer):
     progress_keys = ("errD", "errG", "w_loss", "s_loss")
     ema_network = "netG"
 
+    # a family on AttnGAN's backbone (MirrorGAN) names its own model class and official-weights loader
+    model_class = AttnGAN
+    load_official_weights = staticmethod(load_official_state_dict)
+
     def default_model_config(self) -> AttnGANConfig:
         return AttnGANConfig.synthetic()
+
+    def uses_image_encoder(self) -> bool:
+        """Whether the G loss needs the DAMSM image encoder (AttnGAN: always; MirrorGAN: only with
+        a DAMSM weight)."""
+        return True
+
+    def build_extras(self) -> None:
+        """Frozen networks a family adds beside the DAMSM encoders, built before the GAN (MirrorGAN: STREAM)."""
 
     def build(self) -> None:
         m = self.mcfg
@@ -100,13 +112,16 @@ class AttnGANTrainer(Trainer):
                              f"embedding_dim={m.embedding_dim}")
         self.sentence_norm = None if self.cfg.text_encoder else sentence_statistics(
             self.text_encoder, self.dataset, self.vocab, self.device, self.cfg.seed)
-        img_path = self.cfg.options.get("image_encoder") or image_encoder_path(self.cfg.text_encoder)
-        self.image_encoder = frozen_image_encoder(m.embedding_dim, img_path, self.device,
-                                                  self.cfg.options.get("damsm_input_size", 299))
+        self.image_encoder = None
+        if self.uses_image_encoder():
+            img_path = self.cfg.options.get("image_encoder") or image_encoder_path(self.cfg.text_encoder)
+            self.image_encoder = frozen_image_encoder(m.embedding_dim, img_path, self.device,
+                                                      self.cfg.options.get("damsm_input_size", 299))
+        self.build_extras()
 
-        self.model = AttnGAN(m)
+        self.model = self.model_class(m)
         if self.cfg.init_from:
-            load_official_state_dict(self.model.netG, self.cfg.init_from)
+            self.load_official_weights(self.model.netG, self.cfg.init_from)
         self.netG, self.netsD = self.model.netG, self.model.netsD
         self.G = self.add_network("netG", self.netG, compile=True)
         self.add_network("netsD", self.netsD, ddp=False)

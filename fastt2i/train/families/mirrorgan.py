@@ -20,7 +20,6 @@ import os
 import torch
 from PIL import Image, ImageDraw
 
-from fastt2i.data.multiscale import MultiScale
 from fastt2i.losses import adversarial_g_loss, damsm_g_loss, kl_loss
 from fastt2i.losses.mirrorgan import caption_loss
 from fastt2i.models import load_state_dict_checked
@@ -32,8 +31,7 @@ from fastt2i.text import RNNEncoder, Vocabulary
 
 from ..images import make_grid
 from ..registry import Family, register_family
-from ..text_conditioning import frozen_text_encoder, sentence_statistics
-from .attngan import AttnGANTrainer, _DiscriminatorLoss, frozen_image_encoder, generate, image_encoder_path
+from .attngan import AttnGANTrainer, generate
 from .attngan import add_train_arguments as add_attngan_train_arguments
 from .stream import STREAMConfig
 
@@ -71,38 +69,14 @@ class MirrorGANTrainer(AttnGANTrainer):
     def default_model_config(self) -> MirrorGANConfig:
         return MirrorGANConfig.synthetic()
 
-    def build(self) -> None:
-        m = self.mcfg
-        if not isinstance(self.dataset, MultiScale):
-            self.dataset = MultiScale(self.dataset, m.image_sizes)
-        self.text_encoder = frozen_text_encoder(len(self.vocab), m.words_num, self.cfg.text_encoder, self.device)
-        if self.text_encoder.out_dim != m.embedding_dim:
-            raise ValueError(f"text encoder: {self.text_encoder.out_dim}-d features, the model expects "
-                             f"embedding_dim={m.embedding_dim}")
-        self.sentence_norm = None if self.cfg.text_encoder else sentence_statistics(
-            self.text_encoder, self.dataset, self.vocab, self.device, self.cfg.seed)
-        self.image_encoder = None
-        if m.lambda_damsm:
-            img_path = self.cfg.options.get("image_encoder") or image_encoder_path(self.cfg.text_encoder)
-            self.image_encoder = frozen_image_encoder(m.embedding_dim, img_path, self.device,
-                                                      self.cfg.options.get("damsm_input_size", 299))
+    model_class = MirrorGAN
+    load_official_weights = staticmethod(load_official_state_dict)
+
+    def uses_image_encoder(self) -> bool:
+        return bool(self.mcfg.lambda_damsm)  # the released config computes no DAMSM loss
+
+    def build_extras(self) -> None:
         self.stream = load_stream(self.cfg.options.get("stream"), self.vocab, self.device)
-
-        self.model = MirrorGAN(m)
-        if self.cfg.init_from:
-            load_official_state_dict(self.model.netG, self.cfg.init_from)
-        self.netG, self.netsD = self.model.netG, self.model.netsD
-        self.G = self.add_network("netG", self.netG, compile=True)
-        self.add_network("netsD", self.netsD, ddp=False)
-        self.D_loss = _DiscriminatorLoss(self.netsD)
-        if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.D_loss = DDP(self.D_loss, device_ids=ids, broadcast_buffers=False)
-        betas = tuple(m.betas)
-        self.optG = self.add_optimizer("G", torch.optim.Adam(self.netG.parameters(), lr=m.lr_g, betas=betas))
-        self.optD = self.add_optimizer("D", torch.optim.Adam(self.netsD.parameters(), lr=m.lr_d, betas=betas))
 
     def run_step(self, batch) -> dict:
         imgs, caps, lens, _keys, class_ids = batch[:5]
