@@ -1,6 +1,7 @@
 """The emulator and its sanitizer builds catch what they are for: each planted bug (planted_bugs.cu)
 changes the result or draws a sanitizer report, and its correct twin runs clean."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -46,10 +47,11 @@ def test_static_shared_overflow_for_address_sanitizer():
     good = _run("asan", "shared")
     assert good.returncode == 0 and good.stdout.split()[1:3] == ["64", "63"], good.stderr
     bad = _run("asan", "shared_too_small")
-    # UBSan's bounds check sees the static array's type first; AddressSanitizer would report the global
+    # UBSan's bounds check sees the static array's type first; AddressSanitizer would report the global.
+    # Which out-of-range thread (index 32..63) reports first depends on the threads' scheduling.
     assert bad.returncode != 0, bad.stdout
-    assert ("index 32 out of bounds for type 'float [32]'" in bad.stderr or "global-buffer-overflow" in bad.stderr), \
-        bad.stderr[-2000:]
+    assert (re.search(r"index (3[2-9]|[4-5][0-9]|6[0-3]) out of bounds for type 'float \[32\]'", bad.stderr)
+            or "global-buffer-overflow" in bad.stderr), bad.stderr[-2000:]
 
 
 def test_dynamic_shared_overflow_for_address_sanitizer():
