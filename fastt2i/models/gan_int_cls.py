@@ -27,7 +27,7 @@ What loads is a state dict with the names below.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +36,11 @@ from torch import nn
 from fastt2i.losses import gan_int_g_loss, interpolate_text, matching_aware_d_loss
 
 from ._checkpoint import CheckpointLayout, load_weights, register_layout
+from ._config import PresetConfig
 
 
 @dataclass
-class GANINTCLSConfig:
+class GANINTCLSConfig(PresetConfig):
     """``scripts/train_cub.sh`` over ``main_cls_int.lua``'s defaults (CUB)."""
 
     ngf: int = 128
@@ -81,23 +82,6 @@ class GANINTCLSConfig:
         return replace(cls(ngf=32, ndf=32, nz=32, nt=32, num_captions=1, batch_size=16), **kw)
 
     PRESETS = ("birds", "flowers", "coco", "synthetic")
-
-    @classmethod
-    def preset(cls, name: str, **kw) -> "GANINTCLSConfig":
-        if name not in cls.PRESETS:
-            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
-        if name == "synthetic":
-            return cls.synthetic(**kw)
-        if name == "coco" and hasattr(cls, "coco"):
-            return cls.coco(**kw)
-        return replace(cls(), **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GANINTCLSConfig":
-        return cls(**d)
 
 
 def _act(kind: str) -> nn.Module:

@@ -29,7 +29,7 @@ Differences from the official code, on purpose:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +39,11 @@ from fastt2i.losses import kl_loss, stackgan_d_loss, stackgan_g_loss
 from fastt2i.nn import CondAugment
 
 from ._checkpoint import CheckpointLayout, load_weights, register_layout
+from ._config import PresetConfig
 
 
 @dataclass
-class StackGANConfig:
+class StackGANConfig(PresetConfig):
     """Constants of ``code/cfg/*.yml`` (coco_s1/s2: GF 192, DF 96, R_NUM 2; config.py defaults GF 128,
     DF 64, R_NUM 4); CUB keeps the COCO network sizes, batch 64, lr halved every 20 epochs."""
 
@@ -81,23 +82,6 @@ class StackGANConfig:
         return replace(cls(ngf=16, ndf=16, c_dim=32, z_dim=32, batch_size=16), **kw)
 
     PRESETS = ("birds", "coco", "synthetic")
-
-    @classmethod
-    def preset(cls, name: str, **kw) -> "StackGANConfig":
-        if name not in cls.PRESETS:
-            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
-        if name == "synthetic":
-            return cls.synthetic(**kw)
-        if name == "coco" and hasattr(cls, "coco"):
-            return cls.coco(**kw)
-        return replace(cls(), **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StackGANConfig":
-        return cls(**d)
 
 
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:

@@ -23,7 +23,7 @@ configuration (``B_CONDITION: True``, the text-to-image setting) is built; stage
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +33,11 @@ from fastt2i.losses import colour_consistency_loss, kl_loss, stackgan2_d_loss, s
 from fastt2i.nn import CondAugment
 
 from ._checkpoint import CheckpointLayout, load_weights, register_layout
+from ._config import PresetConfig
 
 
 @dataclass
-class StackGAN2Config:
+class StackGAN2Config(PresetConfig):
     """``code/cfg/birds_3stages.yml`` over ``miscc/config.py``: GF 64, DF 64, EMBEDDING_DIM 128, R_NUM 2,
     batch 24, UNCOND_LOSS 1, KL 2, COLOR_LOSS 0 (the colour-consistency weight; > 0 enables it)."""
 
@@ -76,23 +77,6 @@ class StackGAN2Config:
         return replace(cls(branch_num=2, ngf=16, ndf=16, c_dim=32, z_dim=32, batch_size=16), **kw)
 
     PRESETS = ("birds", "synthetic")
-
-    @classmethod
-    def preset(cls, name: str, **kw) -> "StackGAN2Config":
-        if name not in cls.PRESETS:
-            raise ValueError(f"preset: expected one of {cls.PRESETS}, got {name!r}")
-        if name == "synthetic":
-            return cls.synthetic(**kw)
-        if name == "coco" and hasattr(cls, "coco"):
-            return cls.coco(**kw)
-        return replace(cls(), **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StackGAN2Config":
-        return cls(**d)
 
 
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:

@@ -266,18 +266,20 @@ class Trainer:
         and caption length); a family with other inputs (DAMSM's 299-pixel crops) overrides it."""
         return build_dataset(spec, split, imsize=model_config.imsize, words_num=model_config.words_num, seed=seed)
 
+    # The family interface: build and run_step are required, sample only for families with images.
     def build(self) -> None:
-        raise NotImplementedError
+        """Networks (``add_network``), optimisers (``add_optimizer``) and frozen encoders."""
+        raise NotImplementedError(f"{type(self).__name__} must define build(): its networks and optimisers")
 
     def run_step(self, batch) -> dict:
         """One training iteration on a loader batch; returns {name: float} losses."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define run_step(batch): one training iteration")
 
     def sample(self, captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] for raw captions (the EMA network when there is one).
 
         A family without images (DAMSM pretraining) leaves it out: no sample grids then."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} generates no images (it defines no sample())")
 
     def on_epoch(self, epoch: int) -> None:
         """Called when an epoch starts (also the interrupted one after a resume): per-epoch
