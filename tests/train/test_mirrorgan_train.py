@@ -8,7 +8,7 @@ from fastt2i.cli import main as cli_main
 from fastt2i.models.mirrorgan import MirrorGANConfig
 from fastt2i.train.core import TrainConfig
 from fastt2i.text import Vocabulary
-from fastt2i.train.families.mirrorgan import MirrorGANTrainer, load_stream
+from fastt2i.train.families.mirrorgan import MirrorGANTrainer, load_official_stream, load_stream
 from fastt2i.train.families.stream import STREAMConfig, STREAMTrainer, corpus_bleu4
 
 TINY = dict(gf_dim=2, df_dim=2, branch_num=2, batch_size=4)
@@ -104,3 +104,32 @@ def test_cli_train_stream_reports_heldout_metrics(tmp_path, capsys):
     rows = [json.loads(line) for line in open(out / "log.jsonl")]
     evals = [r["eval"] for r in rows if "eval" in r]
     assert evals and {"val_cap_loss", "bleu4"} <= set(evals[-1])
+
+
+def test_official_stream_files_load_by_official_keys(tmp_path, stream_checkpoint):
+    """--stream-cnn/--stream-rnn: the two state dicts the official STREAM training saves."""
+    from fastt2i.models.stream import STREAM
+
+    trainer, _ = stream_checkpoint
+    torch.manual_seed(3)
+    official = STREAM(len(trainer.vocab), 16, 24, None, "resnet152")
+    cnn, rnn = tmp_path / "cnn_encoder.pkl", tmp_path / "rnn_decoder.pkl"
+    torch.save(official.caption_cnn.state_dict(), cnn)
+    torch.save(official.caption_rnn.state_dict(), rnn)
+    m = _mirrorgan(tmp_path / "m", None, steps=1, options={"stream_cnn": str(cnn), "stream_rnn": str(rnn)})
+    m.train()
+    for part in ("caption_cnn", "caption_rnn"):
+        got = getattr(m.stream, part).state_dict()
+        for name, want in getattr(official, part).state_dict().items():
+            assert torch.equal(got[name], want), f"{part}.{name}"
+    assert not any(p.requires_grad for p in m.stream.parameters()) and not m.stream.training
+
+    with pytest.raises(ValueError, match="as a pair"):
+        load_official_stream(str(cnn), None, trainer.vocab, "cpu")
+    with pytest.raises(ValueError, match="vocabulary has"):
+        load_official_stream(str(cnn), str(rnn), Vocabulary(["<end>", "a", "b"]), "cpu")
+    with pytest.raises(ValueError, match="not an official CAPTION_RNN"):
+        load_official_stream(str(cnn), str(cnn), trainer.vocab, "cpu")
+    with pytest.raises(ValueError, match="not both"):
+        _mirrorgan(tmp_path / "n", stream_checkpoint[1], options={"stream": stream_checkpoint[1],
+                                                                    "stream_cnn": str(cnn), "stream_rnn": str(rnn)})

@@ -6,7 +6,9 @@ AttnGAN's iteration (``fastt2i.train.families.attngan``) with MirrorGAN's differ
   G loss: adversarial over the stages + lambda1 x STREAM's caption cross-entropy on the last
      image (10 released, 20 paper) + KL; the DAMSM losses only with lambda_damsm > 0 (the
      released config: 0, so no Inception is built at all then).
-STREAM comes from ``fastt2i train stream`` (``--stream runs/stream/checkpoint.pt``), frozen and in
+STREAM comes from ``fastt2i train stream`` (``--stream runs/stream/checkpoint.pt``) or from a pair of
+files saved by the official STREAM training (``--stream-cnn cnn_encoder.pkl --stream-rnn
+rnn_decoder.pkl``, the official ``CAP.caption_cnn_path`` / ``caption_rnn_path``), frozen and in
 eval mode as the official trainer holds it; its vocabulary must be the dataset's.  Samples
 carry STREAM's re-description of each image (``<grid>.txt`` during training; under the image
 with ``fastt2i sample mirrorgan``).  ``fastt2i demo mirrorgan`` pretrains STREAM on the
@@ -59,6 +61,43 @@ def load_stream(path: str, vocab: Vocabulary | None, device) -> STREAM:
     return stream.to(device).eval().requires_grad_(False)
 
 
+def _state_dict(obj, what: str) -> dict:
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise ValueError(f"{what}: expected a state dict (torch.save(module.state_dict(), path)), "
+                         f"got {type(obj).__name__}")
+    return state
+
+
+def load_official_stream(cnn_path: str, rnn_path: str, vocab: Vocabulary | None, device) -> STREAM:
+    """A frozen STREAM from the two state dicts the official STREAM training saves (CAPTION_CNN's
+    and CAPTION_RNN's, official keys).  Sizes are read from the tensors; the vocabulary can only
+    be checked by its size: it must be the dataset's (the official captions.pickle)."""
+    if not cnn_path or not rnn_path:
+        raise ValueError("official STREAM files come as a pair: pass both --stream-cnn and --stream-rnn")
+    cnn = _state_dict(read_weights(cnn_path, "--stream-cnn"), f"--stream-cnn {cnn_path}")
+    rnn = _state_dict(read_weights(rnn_path, "--stream-rnn"), f"--stream-rnn {rnn_path}")
+    cnn, rnn = {k.removeprefix("module."): v for k, v in cnn.items()}, {k.removeprefix("module."): v for k, v in rnn.items()}
+    for key, state, what in (("embed.weight", rnn, "--stream-rnn"), ("lstm.weight_hh_l0", rnn, "--stream-rnn"),
+                             ("linear.weight", cnn, "--stream-cnn")):
+        if key not in state:
+            raise ValueError(f"{what}: no '{key}' in the file: not an official "
+                             f"{'CAPTION_RNN' if state is rnn else 'CAPTION_CNN'} state dict "
+                             f"(keys: {sorted(state)[:6]}...)")
+    vocab_size, embed_size = rnn["embed.weight"].shape
+    hidden_size = rnn["lstm.weight_hh_l0"].shape[1]
+    if cnn["linear.weight"].shape[0] != embed_size:
+        raise ValueError(f"--stream-cnn / --stream-rnn: the encoder projects to {cnn['linear.weight'].shape[0]} "
+                         f"features but the decoder embeds {embed_size}: not one STREAM pair")
+    if vocab is not None and vocab_size != len(vocab):
+        raise ValueError(f"--stream-rnn: the captioner's vocabulary has {vocab_size} words, the dataset's {len(vocab)}; "
+                         "official STREAM files need the official data (its captions.pickle vocabulary)")
+    stream = STREAM(vocab_size, embed_size, hidden_size, None, "resnet152")
+    load_state_dict_checked(stream.caption_cnn, cnn, f"{cnn_path}: CAPTION_CNN")
+    load_state_dict_checked(stream.caption_rnn, rnn, f"{rnn_path}: CAPTION_RNN")
+    return stream.to(device).eval().requires_grad_(False)
+
+
 class MirrorGANTrainer(AttnGANTrainer):
     family = "mirrorgan"
     title = "MirrorGAN"
@@ -76,7 +115,14 @@ class MirrorGANTrainer(AttnGANTrainer):
         return bool(self.mcfg.lambda_damsm)  # the released config computes no DAMSM loss
 
     def build_extras(self) -> None:
-        self.stream = load_stream(self.cfg.options.get("stream"), self.vocab, self.device)
+        o = self.cfg.options
+        if o.get("stream_cnn") or o.get("stream_rnn"):
+            if o.get("stream"):
+                raise ValueError("pass either --stream (a fastt2i checkpoint) or --stream-cnn/--stream-rnn "
+                                 "(official files), not both")
+            self.stream = load_official_stream(o.get("stream_cnn"), o.get("stream_rnn"), self.vocab, self.device)
+        else:
+            self.stream = load_stream(o.get("stream"), self.vocab, self.device)
 
     def run_step(self, batch) -> dict:
         imgs, caps, lens, _keys, class_ids = batch[:5]
@@ -188,6 +234,10 @@ def load_sampler(checkpoint: str, device="cpu", use_ema: bool = True):
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_attngan_train_arguments(p)
     p.add_argument("--stream", default=None, help="the pretrained STREAM: a 'fastt2i train stream' checkpoint.pt")
+    p.add_argument("--stream-cnn", default=None,
+                   help="official STREAM encoder state dict (CAP.caption_cnn_path, e.g. cnn_encoder.pkl); with --stream-rnn")
+    p.add_argument("--stream-rnn", default=None,
+                   help="official STREAM decoder state dict (CAP.caption_rnn_path, e.g. rnn_decoder.pkl); with --stream-cnn")
     p.add_argument("--lambda-caption", type=float, default=None,
                    help="weight of STREAM's caption loss (released 10 = preset birds, paper 20 = preset paper)")
 
@@ -205,6 +255,9 @@ def model_config(args: argparse.Namespace, preset: str) -> MirrorGANConfig:
 
 def train_options(args: argparse.Namespace) -> dict:
     out = {"damsm_input_size": getattr(args, "damsm_input_size", 299), "stream": getattr(args, "stream", None)}
+    for name in ("stream_cnn", "stream_rnn"):
+        if getattr(args, name, None):
+            out[name] = getattr(args, name)
     if getattr(args, "image_encoder", None):
         out["image_encoder"] = args.image_encoder
     return out
