@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-KERNEL_OPS = ("df_affine", "bias_leaky_relu", "word_region_attention", "damsm_word_loss", "gradient_penalty")
+KERNEL_OPS = ("df_affine", "bias_leaky_relu", "word_region_attention", "damsm_word_loss", "gradient_penalty", "gate_split")
 
 
 def _fmt(v):

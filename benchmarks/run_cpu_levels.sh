@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 levels=("${@:-avx2 default}")
 [ $# -eq 0 ] && levels=(avx2 default)
-ops=(${FASTT2I_BENCH_OPS:-df_affine bias_leaky_relu word_region_attention damsm gradient_penalty dfgan_step})
+ops=(${FASTT2I_BENCH_OPS:-df_affine bias_leaky_relu word_region_attention damsm gradient_penalty gate_split dfgan_step})
 for level in "${levels[@]}"; do
   tmp=$(mktemp -d)
   parts=()

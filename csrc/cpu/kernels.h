@@ -43,6 +43,10 @@
       const at::Tensor& grad_scores, const at::Tensor& words, const at::Tensor& lengths,                        \
       const at::Tensor& regions, const at::Tensor& alpha, const at::Tensor& beta, const at::Tensor& contexts,   \
       double gamma1, double gamma2);                                                                            \
+  std::tuple<at::Tensor, at::Tensor> gate_split_fwd_cpu(const at::Tensor& gate_logits, const at::Tensor& x);    \
+  std::tuple<at::Tensor, at::Tensor> gate_split_bwd_cpu(                                                        \
+      const std::optional<at::Tensor>& grad_key, const std::optional<at::Tensor>& grad_nonkey,                  \
+      const at::Tensor& gate_logits, const at::Tensor& x);                                                      \
   }
 
 #ifdef CPU_CAPABILITY  // a kernel file: declares its own level's kernels (checks the signatures)

@@ -104,6 +104,8 @@ TORCH_LIBRARY_IMPL(fastt2i, CPU, m) {
   m.impl("word_region_attention_bwd", FASTT2I_PER_LEVEL(word_region_attention_bwd_cpu));
   m.impl("damsm_word_fwd", FASTT2I_PER_LEVEL(damsm_word_fwd_cpu));
   m.impl("damsm_word_bwd", FASTT2I_PER_LEVEL(damsm_word_bwd_cpu));
+  m.impl("gate_split_fwd", FASTT2I_PER_LEVEL(gate_split_fwd_cpu));
+  m.impl("gate_split_bwd", FASTT2I_PER_LEVEL(gate_split_bwd_cpu));
 }
 
 }  // namespace fastt2i

@@ -45,6 +45,19 @@ LaunchShape bias_leaky_relu_shape(int64_t n);
 cudaError_t bias_leaky_relu_backward(DType dtype, const void* grad, const void* y, void* out, int64_t n,
                                      double slope, cudaStream_t stream);
 
+// ---- gate_split: key = s * x, nonkey = (1 - s) * x, s = sigmoid(logits), x (B, C, S) NCHW or (B, S, C)
+// NHWC, logits and x of one dtype.  layout 0: logits laid out like x (one gate per element); 1: logits
+// (B, S), x NCHW; 2: logits (B, S), x NHWC.  Backward: dx = s * dk + (1 - s) * dn and dlogits = (sum over
+// the channels a gate serves of (dk - dn) * x) * s * (1 - s); grad_key / grad_nonkey laid out like x, or
+// null for zero.
+cudaError_t gate_split_forward(DType dtype, const void* logits, const void* x, void* key, void* nonkey, int64_t B,
+                               int64_t C, int64_t S, int layout, cudaStream_t stream);
+LaunchShape gate_split_shape(int64_t n);
+LaunchShape gate_split_backward_shape(int64_t n, int64_t positions, int layout);
+cudaError_t gate_split_backward(DType dtype, const void* grad_key, const void* grad_nonkey, const void* logits,
+                                const void* x, void* dlogits, void* dx, int64_t B, int64_t C, int64_t S, int layout,
+                                cudaStream_t stream);
+
 // ---- gradient_penalty: up to kGradientPenaltyMaxTensors gradients per launch; sample b of tensor t
 // is the flat span [b * per_sample[t], (b + 1) * per_sample[t]).  Partial sums of squares go to
 // partial (B, P) of the accumulate type at columns chunk_begin[t] ... (gradient_penalty_chunks each).

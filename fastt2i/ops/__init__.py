@@ -16,6 +16,7 @@ from ._backend import (
 from .df_affine import df_affine, df_affine_reference
 from .bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_reference
 from .gradient_penalty import gradient_penalty, gradient_penalty_reference
+from .gate_split import gate_split, gate_split_reference
 from .word_region_attention import (
     official_region_mask,
     word_region_attention,
@@ -43,6 +44,8 @@ __all__ = [
     "bias_leaky_relu_reference",
     "gradient_penalty",
     "gradient_penalty_reference",
+    "gate_split",
+    "gate_split_reference",
     "word_region_attention",
     "word_region_attention_reference",
     "official_region_mask",

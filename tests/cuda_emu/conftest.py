@@ -30,6 +30,7 @@ def emulated_cuda(emu, op: str, num_sms: int = 4):
         "gradient_penalty": (emu.gradient_penalty_fwd, emu.gradient_penalty_bwd),
         "damsm": (emu.damsm_word_fwd, emu.damsm_word_bwd),
         "word_region_attention": (emu.word_region_attention_fwd, emu.word_region_attention_bwd),
+        "gate_split": (emu.gate_split_fwd, emu.gate_split_bwd),
     }[op]
     # an instance attribute shadows OpDispatch.fused_ops (the backend-table lookup) for this op only
     dispatch.fused_ops = lambda backend: (fwd, bwd) if backend == "cuda" else table_ops(backend)

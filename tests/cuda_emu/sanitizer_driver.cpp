@@ -125,6 +125,22 @@ void bias_leaky_relu(DType t, bool channels_last) {
   print(("bias_leaky_relu dx " + tag).c_str(), out);
 }
 
+void gate_split(DType t, int layout, bool both_grads) {
+  const int64_t B = 2, C = 37, S = 45, n = B * C * S;  // C: a warp and a tail (NHWC backward)
+  auto &l = random(t, layout == 0 ? n : B * S, 4.0), &x = random(t, n), &key = empty(t, n), &nonkey = empty(t, n);
+  auto &dk = random(t, n), &dn = random(t, n), &dl = empty(t, layout == 0 ? n : B * S), &dx = empty(t, n);
+  check(gate_split_forward(t, l.data(), x.data(), key.data(), nonkey.data(), B, C, S, layout, nullptr),
+        "gate_split_forward");
+  check(gate_split_backward(t, both_grads ? dk.data() : nullptr, dn.data(), l.data(), x.data(), dl.data(), dx.data(),
+                            B, C, S, layout, nullptr),
+        "gate_split_backward");
+  const std::string tag = std::string(name_of(t)) + " layout " + std::to_string(layout) + (both_grads ? "" : " dn only");
+  print(("gate_split key " + tag).c_str(), key);
+  print(("gate_split nonkey " + tag).c_str(), nonkey);
+  print(("gate_split dlogits " + tag).c_str(), dl);
+  print(("gate_split dx " + tag).c_str(), dx);
+}
+
 void gradient_penalty(DType t) {
   const int64_t B = 2;
   const int64_t per_sample[2] = {5000, 33};  // two chunks of 4096 per sample, then a tail
@@ -239,6 +255,10 @@ int main() {
   df_affine(DType::Float64, true);
   bias_leaky_relu(DType::Float16, false);
   bias_leaky_relu(DType::Float32, true);
+  gate_split(DType::Float32, 0, true);
+  gate_split(DType::BFloat16, 1, false);
+  gate_split(DType::Float16, 2, true);
+  gate_split(DType::Float64, 2, false);
   gradient_penalty(DType::Float32);
   gradient_penalty(DType::Float64);
   damsm(DType::Float32);

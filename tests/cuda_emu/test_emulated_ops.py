@@ -242,6 +242,42 @@ def test_word_region_attention(emu, dtype, channels_last, B, C, HW, T, mask_kind
         assert (outs[0][-1] == 0).all() and (r.grad[-1] == 0).all() and (w.grad[-1] == 0).all()
 
 
+# ----------------------------------------------------------------------------- gate_split
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("gate", ["per_position", "per_element"])
+@pytest.mark.parametrize("used", ["both", "key", "nonkey"])
+def test_gate_split(emu, dtype, layout, gate, used):
+    from fastt2i.ops.gate_split import gate_split_reference
+    torch.manual_seed(9)
+    # C = 37: a warp's lanes and a tail per position (NHWC backward); 7 x 9 = 63 positions, B = 3
+    x = torch.randn(3, 37, 7, 9, dtype=dtype)
+    logits = 2 * torch.randn((3, 1, 7, 9) if gate == "per_position" else x.shape, dtype=dtype)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    dk, dn = torch.randn(x.shape, dtype=dtype), torch.randn(x.shape, dtype=dtype)
+    with emulated_cuda(emu, "gate_split") as m:
+        lg, xs = _leaf(logits), _leaf(x)
+        key, nonkey = m._GateSplitFunction.apply(lg, xs, "cuda")
+        outs = {"both": ((key, dk), (nonkey, dn)), "key": ((key, dk),), "nonkey": ((nonkey, dn),)}[used]
+        torch.autograd.backward([o for o, _ in outs], [g for _, g in outs])
+
+    def reference(l, v):
+        k, n = gate_split_reference(l, v)
+        return {"both": (k, n), "key": k, "nonkey": n}[used]
+
+    ref, (dl_ref, dx_ref) = _reference_grads(reference, (logits, x),
+                                             {"both": (dk, dn), "key": dk, "nonkey": dn}[used])
+    refs = ref if used == "both" else (ref,)
+    # float32 arithmetic, one rounding to the output type, as the reference
+    for got, want in zip([o for o, _ in outs], refs):
+        assert_rel_close(got, want, max(TOL[dtype], 1e-6), "output")
+    assert key.is_contiguous(memory_format=torch.channels_last) == (layout == "nhwc")
+    assert_rel_close(xs.grad, dx_ref, max(TOL[dtype], 1e-6), "dx")
+    assert_rel_close(lg.grad, dl_ref, max(TOL[dtype], 1e-5), "dlogits")
+
+
 # ----------------------------------------------------------------------------- glue checks
 
 def test_glue_rejects_mixed_devices(emu):
@@ -256,6 +292,11 @@ def test_glue_rejects_mixed_devices(emu):
         emu.word_region_attention_fwd(regions, words, torch.zeros(1, 3, dtype=torch.bool, device="meta"), False)
     with pytest.raises(RuntimeError, match="lengths: expected"):
         emu.damsm_word_fwd(words, torch.ones(1, dtype=torch.int64, device="meta"), regions, 4.0, 5.0, False)
+    x4 = torch.randn(1, 2, 3, 3)
+    with pytest.raises(RuntimeError, match="gate_logits: expected"):
+        emu.gate_split_fwd(torch.randn(1, 1, 3, 3, device="meta"), x4)
+    with pytest.raises(RuntimeError, match="grad_nonkey: expected"):
+        emu.gate_split_bwd(None, torch.randn(1, 2, 3, 3, device="meta"), torch.randn(1, 1, 3, 3), x4)
     g = torch.randn(2, 3)
     loss, sumsq = emu.gradient_penalty_fwd([g], 2.0, 6.0, 1.0)
     with pytest.raises(RuntimeError, match="sumsq: expected"):

@@ -55,6 +55,8 @@ def test_gradient_penalty_and_elementwise_launches_within_limits(emu, B, C):
     grid = _check(emu, emu.emu_launch_shape("gradient_penalty", [C, B]))
     assert grid[0] == math.ceil(C / 4096) * B
     _check(emu, emu.emu_launch_shape("bias_leaky_relu", [B * C]))
+    for layout in (0, 1, 2):  # gate_split: n = B*C elements of 4096 positions
+        _check(emu, emu.emu_launch_shape("gate_split_backward", [B * C * 4096, B * 4096, layout]))
     pairs = min(B * C, 2**24)
     for dbl in (0, 1):
         _check(emu, emu.emu_launch_shape("damsm_cosine_scores", [pairs, 512, dbl]))

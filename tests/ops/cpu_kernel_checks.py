@@ -148,7 +148,28 @@ def check_damsm(c: Checker):
                           lambda w, r: ops.damsm_word_scores(w, lengths, r, 4.0, 5.0), [words, regions], dtype)
 
 
-CHECKS = [check_df_affine, check_bias_leaky_relu, check_gradient_penalty, check_word_region_attention, check_damsm]
+def _gate_split_both_parts(gate_logits, x):
+    key, nonkey = ops.gate_split(gate_logits, x)
+    return torch.cat([key, nonkey], dim=1)  # one output: both parts' gradients flow
+
+
+def check_gate_split(c: Checker):
+    g = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for layout in ("contiguous", "channels_last", "strided"):
+            for shape in ((2, 19, 5, 7), (3, 37, 1, 1), (2, 40, 17, 17)):  # S = 289: two chunks of positions
+                B, C, H, W = shape
+                x = _layout(torch.randn(*shape, generator=g).to(dtype), layout).requires_grad_()
+                for lshape in ((B, 1, H, W), shape):
+                    logits = _layout((2 * torch.randn(*lshape, generator=g)).to(dtype), layout).requires_grad_()
+                    _forward_backward(c, f"gate_split {dtype} {layout} {shape} gate {lshape}", _gate_split_both_parts,
+                                      [logits, x], dtype)
+                    _forward_backward(c, f"gate_split key only {dtype} {layout} {shape} gate {lshape}",
+                                      lambda gl, x: ops.gate_split(gl, x)[0], [logits, x], dtype)
+
+
+CHECKS = [check_df_affine, check_bias_leaky_relu, check_gradient_penalty, check_word_region_attention, check_damsm,
+          check_gate_split]
 
 
 def main() -> int:

@@ -31,6 +31,9 @@ def _inputs(op, requires_grad, n_grads=2):
         lengths = torch.tensor([2, 3])
         args = [r(2, 6, 3), r(3, 6, 2, 2)]
         fn = lambda w, q: ops.damsm_word_scores(w, lengths, q, 4.0, 5.0)  # noqa: E731
+    elif op == "gate_split":
+        args = [r(2, 1, 3, 4), r(2, 5, 3, 4)]
+        fn = lambda gl, x: torch.cat(ops.gate_split(gl, x), 1)  # noqa: E731
     elif op == "gradient_penalty":
         args = [0.1 * r(3, 2, 4, 4), 0.1 * r(3, 7)][:n_grads]
         fn = lambda *gs: ops.gradient_penalty(list(gs), 2.0, 6.0)  # noqa: E731
@@ -60,7 +63,8 @@ def _check(op, backend, requires_grad, compile_backend="aot_eager", n_grads=2):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad_inputs", "grad_inputs"])
-@pytest.mark.parametrize("op", ["df_affine", "bias_leaky_relu", "word_region_attention", "damsm_word_scores"])
+@pytest.mark.parametrize("op", ["df_affine", "bias_leaky_relu", "word_region_attention", "damsm_word_scores",
+                                "gate_split"])
 def test_op_compiles_fullgraph(op, backend, requires_grad):
     _check(op, backend, requires_grad)
 

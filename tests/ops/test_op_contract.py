@@ -306,7 +306,38 @@ DAMSM_WORD_SCORES = OpSpec(
 )
 
 
-SPECS = [DF_AFFINE, BIAS_LEAKY_RELU, GRADIENT_PENALTY, WORD_REGION_ATTENTION, DAMSM_WORD_SCORES]
+# ----------------------------------------------------------------------------- gate_split
+
+def _gate_split_make(dtype, device):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 7, 5, 3, generator=g).to(device, dtype).contiguous(memory_format=torch.channels_last)
+    logits = (2 * torch.randn(2, 1, 5, 3, generator=g)).to(device, dtype)  # one gate per position
+    return [logits, x]
+
+
+def _gate_split_opcheck(fwd, bwd, device):
+    logits, x = _gate_split_make(torch.float32, device)
+    full = torch.randn(x.shape, device=device)  # one gate per element, NCHW while x is NHWC
+    dk, dn = torch.randn_like(x), torch.randn(x.shape, device=device)
+    return [(fwd, (logits, x)), (fwd, (full, x)), (fwd, (logits, x.contiguous())),
+            (bwd, (dk, dn, logits, x)), (bwd, (None, dn, logits, x.contiguous())), (bwd, (dk, None, full, x))]
+
+
+_G4 = torch.randn(2, 3, 4, 5)
+GATE_SPLIT = OpSpec(
+    "gate_split", _gate_split_make, (0, 1), ops.gate_split, ops.gate_split_reference,
+    _dispatch("gate_split"), _gate_split_opcheck,
+    bad_inputs=[
+        (lambda: ops.gate_split(_r(2, 2, 4, 5), _G4), ValueError, ["gate_logits", "(B=2, 1, H=4, W=5)", "(2, 2, 4, 5)"]),
+        (lambda: ops.gate_split(_r(2, 1, 4, 5, dtype=torch.float64), _G4), TypeError, ["gate_logits", "float64"]),
+        (lambda: ops.gate_split(_r(2, 1, 4), _r(2, 3, 4)), ValueError, ["x", "4-D"]),
+        (lambda: ops.gate_split([0.0], _G4), TypeError, ["gate_logits", "Tensor"]),
+        (lambda: ops.gate_split(_r(2, 1, 4, 5, device="meta"), _G4), ValueError, ["one device"]),
+    ],
+)
+
+
+SPECS = [DF_AFFINE, BIAS_LEAKY_RELU, GRADIENT_PENALTY, WORD_REGION_ATTENTION, DAMSM_WORD_SCORES, GATE_SPLIT]
 _SPEC_IDS = [s.name for s in SPECS]
 
 

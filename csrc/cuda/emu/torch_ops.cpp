@@ -29,6 +29,8 @@ std::vector<int64_t> emu_launch_shape(const std::string& kernel, const std::vect
     s = df_affine_backward_shape(splits, a[0], a[1], a[3] != 0);
   } else if (kernel == "bias_leaky_relu") {  // n
     need(1), s = bias_leaky_relu_shape(a[0]);
+  } else if (kernel == "gate_split_backward") {  // n, positions, layout
+    need(3), s = gate_split_backward_shape(a[0], a[1], static_cast<int>(a[2]));
   } else if (kernel == "gradient_penalty") {  // per-sample elements, B
     need(2), s = gradient_penalty_shape(gradient_penalty_chunks(a[0]), a[1]);
   } else if (kernel == "damsm_cosine_scores") {  // pairs, max_len, float64
