@@ -152,15 +152,19 @@ def discriminator_loss(netD, real_imgs: torch.Tensor, fake_imgs: torch.Tensor, s
 
 def generator_loss(netsD, image_encoder, fake_imgs, words_embs, sent_emb, cap_lens, sdm, class_ids=None,
                    lambda_damsm: float = 5.0, draft: bool = False, lambda_h: float = 1.0, lambda_q: float = 1.0,
-                   lambda_rirm: float = 1.0, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0):
+                   lambda_rirm: float = 1.0, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0,
+                   adversarial_sentence=None):
     """G's loss without the CA's KL: adversarial over the stages (AttnGAN's heads; the DNM
     branch plays no part in G's loss) + lambda_DAMSM x DAMSM on the last image + the SDL.
+    ``adversarial_sentence``: the sentence the D heads are conditioned on when it is not the
+    DAMSM one (the trainer's standardised sentence without a pretrained encoder).
     Returns (errG, {"g_loss0", ..., "w_loss", "s_loss", "sdl", SDL parts})."""
     if len(fake_imgs) < len(netsD):
         raise ValueError(f"generator_loss: {len(netsD)} discriminators but {len(fake_imgs)} images")
     parts, total = {}, 0.0
     for i, netD in enumerate(netsD):
-        parts[f"g_loss{i}"] = adversarial_g_loss(netD, fake_imgs[i], sent_emb)
+        parts[f"g_loss{i}"] = adversarial_g_loss(netD, fake_imgs[i], sent_emb if adversarial_sentence is None
+                                                 else adversarial_sentence)
         total = total + parts[f"g_loss{i}"]
     if lambda_damsm:
         w, s = damsm_g_loss(image_encoder, fake_imgs[len(netsD) - 1], words_embs, sent_emb, cap_lens, class_ids,
