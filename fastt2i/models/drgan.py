@@ -283,7 +283,8 @@ class SpectralNorm(nn.Module):
         return w / m.weight_u.to(mat.dtype).dot(mat.mv(m.weight_v.to(mat.dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.normalised_weight()
+        with torch.autocast(x.device.type, enabled=False):  # the power iteration and sigma in the weight's dtype
+            w = self.normalised_weight()
         return self.module._conv_forward(x, w.to(x.dtype), None if self.module.bias is None
                                          else self.module.bias.to(x.dtype))
 

@@ -336,3 +336,24 @@ def test_bad_inputs_give_clear_errors():
         semantic_disentangling_loss([{"key_q": sent}])
     with pytest.raises(ValueError, match="gf_dim"):
         G_NET(DRGANConfig(gf_dim=6, df_dim=2, r_num=1))
+
+
+def test_bf16_autocast_channels_last_step_is_finite():
+    """The fast path: bf16 autocast and channels_last through G (with RIRM), the D loss with DNM
+    and the G loss; spectral norm keeps its power iteration in float32."""
+    ops.set_backend("reference")
+    c = DRGANConfig(branch_num=2, **TINY)
+    model = DRGAN(c).to(memory_format=torch.channels_last)
+    z, sent, words, lens, mask, reals = _inputs(dtype=torch.float32, sizes=(64, 128))
+    reals = [x.contiguous(memory_format=torch.channels_last) for x in reals]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake, _, mu, logvar, sdm = model.netG(z, sent, words, mask, real_imgs=reals)
+        errD = sum(discriminator_loss(d, reals[i], fake[i], sent, reals[0], fake[0])[0]
+                   for i, d in enumerate(model.netsD))
+        errG, _ = generator_loss(model.netsD, None, fake, words, sent, lens, sdm, lambda_damsm=0.0)
+        errG = errG + kl_loss(mu, logvar)
+    errD.backward(inputs=list(model.netsD.parameters()))
+    errG.backward(inputs=list(model.netG.parameters()))
+    assert torch.isfinite(errD) and torch.isfinite(errG)
+    assert model.netsD[0].img_code_s16[0].module.weight_u.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in model.netG.parameters() if p.grad is not None)
