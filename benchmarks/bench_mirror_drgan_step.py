@@ -1,4 +1,5 @@
-"""One MirrorGAN iteration at the birds shapes, and a profile of GLAM's sentence attention.
+"""One MirrorGAN or DR-GAN iteration at the birds shapes, and profiles of GLAM's sentence attention
+and of DR-GAN's spatial gate.
 
 Providers (timed with their steps alternating in one process, medians: the machine is shared):
 - ``official``: the official-equivalent eager fp32 step (``fastt2i.official.mirrorgan.train_iteration``:
@@ -6,14 +7,27 @@ Providers (timed with their steps alternating in one process, medians: the machi
 - ``fastt2i-fp32``: fastt2i's modules and losses (fused word attention on the best backend), fp32;
 - ``fastt2i-bf16-cl``: the same under bf16 autocast with channels_last.
 Birds shapes: GF 32, DF 64, R_NUM 2, 18 words, STREAM = ResNet-152 at 224 (random weights: the
-cost is the same) + LSTM 512; B small on CPU.  DR-GAN is not built yet, so it has no case here.
+cost is the same) + LSTM 512; B small on CPU.
+
+``--model drgan``: one DR-GAN iteration at its birds shapes (GF 64, DF 32, R_NUM 2, lambda_DAMSM 5,
+the DAMSM Inception at 299 with random weights): ``official`` = ``fastt2i.official.drgan.train_iteration``
+(the draft code's modules, SAGAN spectral norm, BCE on probabilities, DAMSM Python loops);
+``fastt2i-*`` = ``DRGANTrainer.run_step`` (preset ``draft``, the same computation) at fp32, or
+bf16 autocast + channels_last.
 
 ``--profile-glam``: forward + backward of one GLAM stage at (B, 32, S, S), split into the word
 attention, the sentence attention chain (linear -> broadcast multiply -> conv1x1 -> channel
 softmax -> multiply) and the rest of the stage (conv1x1, ResBlocks, upBlock): what a fused
 sentence-attention op could save at most.
 
-``python -m benchmarks.bench_mirror_drgan_step [--batch 2] [--steps 3] [--profile-glam]``
+``--profile-gate``: forward + backward of one DR-GAN SDM stage at (B, 64, S, S), split into the
+word attention, the gate nets f (conv3x3 -> BN -> LReLU -> conv1x1 -> BN, twice), the gate split
+itself (sigmoid, key = m * x, non-key = x - key, for Q and h: ``gate_split``, what a fused gate op
+replaces) and the rest (ResBlocks on Q, ResBlocks on the key parts, upBlock): the gate split's share
+is the most a fused gate can save of a stage.
+
+``python -m benchmarks.bench_mirror_drgan_step [--model mirrorgan|drgan] [--batch 2] [--steps 3]
+[--profile-glam] [--profile-gate] [--no-step]``
 """
 from __future__ import annotations
 
@@ -110,8 +124,59 @@ def fastt2i_closure(B, device, amp, channels_last):
     return step
 
 
+def drgan_official_closure(B, device):
+    import numpy as np
+
+    from fastt2i.models.damsm import _inception_v3
+    from fastt2i.models.drgan import DRGANConfig
+    from fastt2i.official import attngan as off_a
+    from fastt2i.official import drgan as off
+
+    torch.manual_seed(0)
+    c = DRGANConfig.draft_code()
+    netG = off.G_NET(c.gf_dim, 256, 100, 100, c.r_num, 3, batch_size=B).to(device).apply(off_a.weights_init)
+    netsD = [cls(c.df_dim, 256, 100).to(device) for cls in (off.D_NET64, off.D_NET128, off.D_NET256)]
+    enc = off_a.CNN_ENCODER(_inception_v3(None)).to(device).eval().requires_grad_(False)
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optsD = [torch.optim.Adam([p for p in d.parameters() if p.requires_grad], lr=2e-4, betas=(0.5, 0.999))
+             for d in netsD]
+    reals, words, sent, lens, caps, mask = _batch(B, device)
+    noise = torch.empty(B, 100, device=device)
+    class_ids = np.arange(B)
+
+    def step():
+        noise.normal_(0, 1)
+        errD, errG = off.train_iteration(netG, netsD, optsD, optG, enc, reals, words, sent, mask, lens, class_ids,
+                                         noise, c.lambda_damsm)
+        return errD.item() + errG.item()
+
+    return step
+
+
+def drgan_fastt2i_closure(B, device, amp, channels_last):
+    from fastt2i.models.drgan import DRGANConfig
+    from fastt2i.train.core import TrainConfig
+    from fastt2i.train.families.drgan import DRGANTrainer
+
+    trainer = DRGANTrainer(DRGANConfig.draft_code(batch_size=B),
+                           TrainConfig(data=f"synthetic:{max(B, 8)}", device=device, amp=amp,
+                                       channels_last=channels_last, ema=0.999, progress=False,
+                                       out_dir="/tmp/bench_drgan"))
+    reals = _batch(B, device)[0]
+    ids, lens = trainer.vocab.encode_batch([trainer.dataset.caption(i) for i in range(B)])
+    batch = (reals, ids, lens, [""] * B, torch.arange(B))
+
+    def step():
+        out = trainer.run_step(batch)
+        trainer.update_ema()
+        return out["errD"] + out["errG"]
+
+    return step
+
+
 def cases(device: str, quick: bool):
-    """For ``benchmarks.run``: the MirrorGAN iteration (seconds per iteration on a CPU: not a quick case)."""
+    """For ``benchmarks.run``: the MirrorGAN and DR-GAN iterations (seconds per iteration on a CPU:
+    not quick cases)."""
     from benchmarks.common import Case, backend_provider, fused_backends
 
     if quick:
@@ -122,19 +187,27 @@ def cases(device: str, quick: bool):
                  "eager": backend_provider("reference", lambda: fastt2i_closure(B, device, "none", False))}
     for b in fused_backends(device):
         providers[b] = backend_provider(b, lambda: fastt2i_closure(B, device, *fast))
-    return [Case(op="mirrorgan_step", name=f"MirrorGAN birds 256 B{B}", mode="step", providers=providers, items=B)]
+    out = [Case(op="mirrorgan_step", name=f"MirrorGAN birds 256 B{B}", mode="step", providers=providers, items=B)]
+    providers = {"official": backend_provider("reference", lambda: drgan_official_closure(B, device)),
+                 "eager": backend_provider("reference", lambda: drgan_fastt2i_closure(B, device, "none", False))}
+    for b in fused_backends(device):
+        providers[b] = backend_provider(b, lambda: drgan_fastt2i_closure(B, device, *fast))
+    out.append(Case(op="drgan_step", name=f"DR-GAN birds 256 B{B}", mode="step", providers=providers, items=B))
+    return out
 
 
 PROVIDERS = {"official": ("reference", None), "fastt2i-fp32": ("auto", ("none", False)),
              "fastt2i-bf16-cl": ("auto", ("bf16", True))}
 
 
-def interleaved(names, B, steps, device):
+def interleaved(names, B, steps, device, model="mirrorgan"):
+    official, fastt2i = ((official_closure, fastt2i_closure) if model == "mirrorgan"
+                         else (drgan_official_closure, drgan_fastt2i_closure))
     fns = {}
     for name in names:
         backend, fast = PROVIDERS[name]
         with ops.use_backend(backend):
-            fn = official_closure(B, device) if fast is None else fastt2i_closure(B, device, *fast)
+            fn = official(B, device) if fast is None else fastt2i(B, device, *fast)
             fn()  # warm-up
             fns[name] = (backend, fn)
     times = {n: [] for n in names}
@@ -182,14 +255,57 @@ def profile_glam(B, S, device, reps):
     return out
 
 
+def profile_gate(B, S, device, reps, ngf=64):
+    """ms (median) of forward + backward of each part of one DR-GAN SDM stage at (B, ngf, S, S)."""
+    from fastt2i.models.drgan import NEXT_STAGE_G, gate_split
+
+    torch.manual_seed(0)
+    stage = NEXT_STAGE_G(ngf, 256, 100, 2).to(device)
+    _, words, _, _, _, mask = _batch(B, device)
+
+    def leaf(*shape):
+        return torch.randn(*shape, device=device, requires_grad=True)
+
+    def word_part():
+        return stage.att(leaf(B, ngf, S, S), words, mask, return_attention=False)[0]
+
+    def gate_nets():
+        return stage.reduct_demension(leaf(B, ngf, S, S)) + stage.reduct_demension2(leaf(B, ngf, S, S))
+
+    def gate_splits():  # Q's and h's
+        kq, nq = gate_split(leaf(B, ngf, S, S), leaf(B, ngf, S, S))
+        kh, nh = gate_split(leaf(B, ngf, S, S), leaf(B, ngf, S, S))
+        return kq.sum() + nq.sum() + kh.sum() + nh.sum()
+
+    def rest():
+        q = stage.residual0(leaf(B, ngf, S, S))
+        return q.sum() + stage.upsample(stage.residual(leaf(B, 2 * ngf, S, S))).sum()
+
+    out = {}
+    for name, fn in (("word attention", word_part), ("gate nets f", gate_nets), ("gate split", gate_splits),
+                     ("rest of stage", rest)):
+        fn().sum().backward()  # warm-up
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn().sum().backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t0)
+        out[name] = 1e3 * statistics.median(ts)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--providers", default=",".join(PROVIDERS))
+    p.add_argument("--model", choices=("mirrorgan", "drgan"), default="mirrorgan", help="whose iteration to time")
     p.add_argument("--profile-glam", action="store_true")
-    p.add_argument("--no-step", action="store_true", help="only the GLAM profile")
+    p.add_argument("--profile-gate", action="store_true", help="DR-GAN's SDM stage, part by part")
+    p.add_argument("--no-step", action="store_true", help="only the profiles")
     a = p.parse_args(argv)
     B = a.batch or (12 if a.device == "cuda" else 2)
     if a.profile_glam:
@@ -198,9 +314,15 @@ def main(argv=None) -> int:
             total = sum(r.values())
             print(f"GLAM stage at {S}x{S}, B={B}, fwd+bwd: " +
                   ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in r.items()))
+    if a.profile_gate:
+        for S in (64, 128):
+            r = profile_gate(B, S, a.device, max(a.steps, 3))
+            total = sum(r.values())
+            print(f"SDM stage at {S}x{S}, B={B}, fwd+bwd: " +
+                  ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in r.items()))
     if not a.no_step:
         names = a.providers.split(",")
-        ms = interleaved(names, B, a.steps, a.device)
+        ms = interleaved(names, B, a.steps, a.device, a.model)
         base = ms.get("official")
         for n in names:
             ratio = f"  x{base / ms[n]:.2f} vs official" if base else ""

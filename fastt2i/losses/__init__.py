@@ -29,3 +29,7 @@ __all__ += ["adversarial_g_loss", "damsm_g_loss", "discriminator_loss", "generat
 from .mirrorgan import caption_loss  # noqa: E402
 
 __all__ += ["caption_loss"]
+from . import drgan  # noqa: E402 - DR-GAN's (same names as AttnGAN's): fastt2i.losses.drgan.*
+from .drgan import semantic_disentangling_loss  # noqa: E402
+
+__all__ += ["semantic_disentangling_loss"]

@@ -72,3 +72,7 @@ from .stackgan2 import StackGAN2Config, build_stackgan2  # noqa: E402
 
 __all__ += ["gan_int_cls", "stackgan", "stackgan2", "GANINTCLSConfig", "StackGANConfig", "StackGAN2Config",
             "build_gan_int_cls", "build_stackgan", "build_stackgan2"]
+from . import drgan  # noqa: E402 - after attngan, whose modules DR-GAN extends
+from .drgan import DRGAN, DRGANConfig  # noqa: E402
+
+__all__ += ["drgan", "DRGAN", "DRGANConfig"]

@@ -11,6 +11,8 @@ Modules (import them directly, e.g. ``from fastt2i.official import dfgan``):
     damsm     taoxugit/AttnGAN's DAMSM matching: word-region attention of the losses,
               the per-caption word-score loop, the word and sentence losses
     attngan   taoxugit/AttnGAN: the generator's networks
+    drgan     Tan-H-C/DR-GAN (the public draft): SDM / RIRM stages, DNM discriminators,
+              spectral norm, the draft's SDL constants
     stackgan, stackgan2, gan_int_cls
               hanzhanggit/StackGAN-Pytorch, hanzhanggit/StackGAN-v2, reedscot/icml2016 (Lua)
 """

@@ -102,6 +102,15 @@ class AttnGANTrainer(Trainer):
     def build_extras(self) -> None:
         """Frozen networks a family adds beside the DAMSM encoders, built before the GAN (MirrorGAN: STREAM)."""
 
+    @staticmethod
+    def build_generator(config) -> nn.Module:
+        """A bare generator of this family for a config (sampling from files)."""
+        return (G_DCGAN if config.b_dcgan else G_NET)(config)
+
+    def discriminator_loss_module(self) -> nn.Module:
+        """All stages' D losses as one module (DR-GAN: with its DNM terms)."""
+        return _DiscriminatorLoss(self.netsD)
+
     def build(self) -> None:
         m = self.mcfg
         if not isinstance(self.dataset, MultiScale):
@@ -125,7 +134,7 @@ class AttnGANTrainer(Trainer):
         self.netG, self.netsD = self.model.netG, self.model.netsD
         self.G = self.add_network("netG", self.netG, compile=True)
         self.add_network("netsD", self.netsD, ddp=False)
-        self.D_loss = _DiscriminatorLoss(self.netsD)
+        self.D_loss = self.discriminator_loss_module()
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -252,17 +261,19 @@ def generate(netG, text_encoder, vocab, captions, device, sentence_norm=None, ge
 # ----------------------------------------------------------------------------- sampling from files
 
 def load_sampler(checkpoint: str, device="cpu", use_ema: bool = True, text_encoder_path: str | None = None,
-                 vocab_path: str | None = None, config: AttnGANConfig | None = None):
+                 vocab_path: str | None = None, config: AttnGANConfig | None = None, trainer_class=None):
     """(netG, text_encoder, vocab, config, sentence_norm) for sampling: a fastt2i checkpoint
     carries everything; an official ``netG_epoch_*.pth`` / ``bird_AttnGAN2.pth`` needs the DAMSM
-    ``text_encoder*.pth``, the dataset's ``captions.pickle`` and the config (preset)."""
+    ``text_encoder*.pth``, the dataset's ``captions.pickle`` and the config (preset).
+    ``trainer_class``: a family on AttnGAN's backbone (its layout, config, generator, loader)."""
+    tc = trainer_class or AttnGANTrainer
     obj = read_weights(checkpoint, checkpoint)
-    check_family(obj, CHECKPOINT_LAYOUT, checkpoint)
+    check_family(obj, tc.layout, checkpoint)
     if isinstance(obj, dict) and isinstance(obj.get("fastt2i"), dict):
         meta = obj["fastt2i"]
-        cfg = AttnGANConfig.from_dict(meta["model_config"])
-        netG = (G_DCGAN if cfg.b_dcgan else G_NET)(cfg)
-        load_official_state_dict(netG, obj)
+        cfg = tc.config_class.from_dict(meta["model_config"])
+        netG = tc.build_generator(cfg)
+        tc.load_official_weights(netG, obj)
         if use_ema and meta.get("ema") is not None:
             buffers = {k: v for k, v in netG.state_dict().items() if k not in dict(netG.named_parameters())}
             load_state_dict_checked(netG, {**meta["ema"], **buffers}, "ema of netG")
@@ -273,11 +284,11 @@ def load_sampler(checkpoint: str, device="cpu", use_ema: bool = True, text_encod
         sentence_norm = None if norm is None else tuple(norm)
     else:
         if text_encoder_path is None or vocab_path is None:
-            raise ValueError(f"{checkpoint} is an official AttnGAN generator: sampling needs --text-encoder "
+            raise ValueError(f"{checkpoint} is an official {tc.title} generator: sampling needs --text-encoder "
                              "(DAMSM text_encoder*.pth) and --vocab (the dataset's captions.pickle)")
-        cfg = config or AttnGANConfig()
-        netG = (G_DCGAN if cfg.b_dcgan else G_NET)(cfg)
-        load_official_state_dict(netG, obj)
+        cfg = config or tc.config_class()
+        netG = tc.build_generator(cfg)
+        tc.load_official_weights(netG, obj)
         vocab = Vocabulary.load(vocab_path)
         text_encoder = RNNEncoder(len(vocab), words_num=cfg.words_num)
         load_state_dict_checked(text_encoder, read_weights(text_encoder_path, "text encoder"),
@@ -303,7 +314,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="side the DAMSM image encoder resizes to (official 299; smaller for CPU demos)")
 
 
-def model_config(args: argparse.Namespace, preset: str) -> AttnGANConfig:
+def model_config(args: argparse.Namespace, preset: str, config_class=AttnGANConfig) -> AttnGANConfig:
     kw = {}
     for flag, name in (("stages", "branch_num"), ("gf", "gf_dim"), ("df", "df_dim"), ("lambda_damsm", "lambda_damsm"),
                        ("batch_size", "batch_size")):
@@ -311,7 +322,7 @@ def model_config(args: argparse.Namespace, preset: str) -> AttnGANConfig:
             kw[name] = getattr(args, flag)
     if getattr(args, "official_mask", False):
         kw["official_mask"] = True
-    return AttnGANConfig.preset(preset, **kw)
+    return config_class.preset(preset, **kw)
 
 
 def train_options(args: argparse.Namespace) -> dict:
@@ -331,18 +342,19 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--official-mask", action="store_true", help="the official attention mask (released weights)")
 
 
-def sample(args: argparse.Namespace, captions: list[str], device: torch.device) -> str:
+def sample(args: argparse.Namespace, captions: list[str], device: torch.device, trainer_class=None) -> str:
     """``fastt2i sample attngan``: the stages' images (one row per stage) and, with --attention,
-    the word attention maps."""
+    the word attention maps.  ``trainer_class``: a family on AttnGAN's backbone."""
+    tc = trainer_class or AttnGANTrainer
     cfg = None
     if not os.path.isfile(args.checkpoint) or "fastt2i" not in (read_weights(args.checkpoint, args.checkpoint) or {}):
         kw = {"official_mask": True} if args.official_mask else {}
         if args.stages:
             kw["branch_num"] = args.stages
-        cfg = AttnGANConfig.preset(args.preset, **kw)
+        cfg = tc.config_class.preset(args.preset, **kw)
     netG, text_encoder, vocab, cfg, norm = load_sampler(args.checkpoint, device, use_ema=not args.no_ema,
                                                         text_encoder_path=args.text_encoder, vocab_path=args.vocab,
-                                                        config=cfg)
+                                                        config=cfg, trainer_class=tc)
     if args.official_mask:
         for stage in (2, 3):
             if hasattr(netG, f"h_net{stage}"):
@@ -363,20 +375,21 @@ def sample(args: argparse.Namespace, captions: list[str], device: torch.device) 
     return msg
 
 
-def demo(args: argparse.Namespace) -> None:
+def demo(args: argparse.Namespace, trainer_class=None) -> None:
     from fastt2i.train.demo import DEMO_CAPTIONS
 
     from ..core import TrainConfig
 
+    tc = trainer_class or AttnGANTrainer
     device = args.device
-    mcfg = AttnGANConfig.synthetic()
+    mcfg = tc.config_class.synthetic()
     tcfg = TrainConfig(data="synthetic", out_dir=args.out, steps=10**9, max_minutes=args.minutes, device=device,
                        backend=args.backend, seed=args.seed, save_every=200, log_every=10,
                        sample_captions=DEMO_CAPTIONS[:8], options={"damsm_input_size": 139})
-    trainer = AttnGANTrainer(mcfg, tcfg)
+    trainer = tc(mcfg, tcfg)
     trainer.train()
-    path = trainer.sample_grid(os.path.join(args.out, "attngan_samples.png"))
-    print(f"AttnGAN demo: {trainer.step} steps; samples {path}, attention maps "
+    path = trainer.sample_grid(os.path.join(args.out, f"{tc.family}_samples.png"))
+    print(f"{tc.title} demo: {trainer.step} steps; samples {path}, attention maps "
           f"{os.path.splitext(path)[0]}_attention.png")
 
 
