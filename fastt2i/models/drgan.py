@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastt2i import ops
+
 from . import attngan
 from ._checkpoint import (
     CheckpointLayout,
@@ -112,20 +114,13 @@ class DRGANConfig(AttnGANConfig, PresetConfig):
 # ----------------------------------------------------------------------------- the spatial gate
 
 def gate_split(gate_logits: torch.Tensor, x: torch.Tensor):
-    """SDM's spatial mask: (key, non-key) = (sigmoid(l) * x, (1 - sigmoid(l)) * x).
+    """SDM's spatial mask: (key, non-key) = (sigmoid(l) * x, (1 - sigmoid(l)) * x), through the fused
+    op ``fastt2i.ops.gate_split`` (one read of l and x, both parts written in one pass; the
+    reference backend runs it in plain PyTorch).
 
     ``gate_logits`` is (B, 1, H, W) (one mask broadcast over the channels) or shaped exactly as
-    ``x`` (B, C, H, W).  Every gate of DR-GAN goes through this one function (a fused op with
-    the same semantics can replace it)."""
-    if x.dim() != 4:
-        raise ValueError(f"gate_split: x: expected (B, C, H, W), got {tuple(x.shape)}")
-    B, C, H, W = x.shape
-    if gate_logits.dim() != 4 or tuple(gate_logits.shape) not in ((B, 1, H, W), (B, C, H, W)):
-        raise ValueError(f"gate_split: gate_logits: expected ({B}, 1, {H}, {W}) or ({B}, {C}, {H}, {W}), "
-                         f"got {tuple(gate_logits.shape)}")
-    mask = torch.sigmoid(gate_logits)
-    key = mask * x
-    return key, x - key  # (1 - m) * x, as the draft computes it
+    ``x`` (B, C, H, W).  Every gate of DR-GAN goes through this one function."""
+    return ops.gate_split(gate_logits, x)
 
 
 def gate_net(channels: int) -> nn.Sequential:

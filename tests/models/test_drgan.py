@@ -139,7 +139,7 @@ def test_gate_split_per_channel_and_broadcast():
 
 def test_gate_split_rejects_bad_shapes():
     x = torch.randn(2, 5, 3, 4)
-    with pytest.raises(ValueError, match=r"gate_logits: expected \(2, 1, 3, 4\) or \(2, 5, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"gate_logits: expected shape \(B=2, 1, H=3, W=4\) or x's shape \(2, 5, 3, 4\)"):
         gate_split(torch.randn(2, 2, 3, 4), x)
     with pytest.raises(ValueError, match="x: expected"):
         gate_split(torch.randn(2, 1, 3), torch.randn(2, 5, 3))
