@@ -47,8 +47,8 @@ def char_text_sampler(checkpoint: str, family: str, config_class, build_generato
         netG = build_generator(cfg)
         load_state_dict_checked(netG, obj.get("state_dict", obj) if isinstance(obj, dict) else obj,
                                 f"{checkpoint}: netG")
-        if text_encoder_path:
-            text = CharTextConditioning.build(text_encoder_path, None, device, 0)
+    if text is None and text_encoder_path:  # official weights, or a run on released embeddings
+        text = CharTextConditioning.build(text_encoder_path, None, device, 0)
     netG.to(device).eval().requires_grad_(False)
 
     @torch.no_grad()
