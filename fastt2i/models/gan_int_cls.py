@@ -50,7 +50,7 @@ class GANINTCLSConfig(PresetConfig):
     text_dim: int = 1024
     cls_weight: float = 0.5
     interp_weight: float = 1.0
-    num_captions: int = 4       # captions averaged per image (replicate = 0)
+    num_captions: int = 4       # embeddings averaged per image, in the data path (numCaption, replicate = 0)
     d_residual: bool = False
     batch_size: int = 64
     lr: float = 2e-4
@@ -75,7 +75,10 @@ class GANINTCLSConfig(PresetConfig):
 
     @classmethod
     def coco(cls, **kw) -> "GANINTCLSConfig":
-        return replace(cls(ngf=196, ndf=196), **kw)
+        """``scripts/train_coco.sh``: ngf = ndf = 196, numCaption 3, lr halved every 40 of 200 epochs.
+        That script runs ``main_cls.lua`` (GAN-CLS, no interpolation); ``--interp-weight 0`` is that
+        loss here, although G's batch still holds the B / 2 interpolated texts (BN statistics)."""
+        return replace(cls(ngf=196, ndf=196, num_captions=3, decay_every=40, max_epoch=200), **kw)
 
     @classmethod
     def synthetic(cls, **kw) -> "GANINTCLSConfig":
