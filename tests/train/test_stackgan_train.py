@@ -175,6 +175,34 @@ def test_released_layout_errors(tmp_path):
         get_family("gan-int-cls").trainer(TINY["gan-int-cls"](), tcfg)
 
 
+def test_stackgan2_averages_g_by_default_as_the_official_code(tmp_path):
+    """StackGAN-v2 always keeps avg_param_G (decay 0.999): the CLI and a trainer built without a
+    TrainConfig do too; an explicit --ema 0 turns it off; the other families keep it off by default."""
+    from fastt2i.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "stackgan2"]).ema == 0.999
+    assert parser.parse_args(["train", "stackgan2", "--ema", "0"]).ema == 0.0
+    assert parser.parse_args(["train", "stackgan"]).ema == 0.0
+    common = ["--data", "synthetic:8", "--steps", "1", "--batch-size", "2", "--nf", "8", "--branches", "1",
+              "--workers", "0", "--no-progress"]
+    for flags, averaged in (([], True), (["--ema", "0"], False)):
+        out = tmp_path / f"run{len(flags)}"
+        assert cli(["train", "stackgan2", *common, *flags, "--out", str(out)]) == 0
+        meta = torch.load(out / "checkpoint.pt", weights_only=False)["fastt2i"]
+        assert (meta["ema"] is not None) == averaged
+        assert meta["model_config"]["ema"] == (0.999 if averaged else 0.0)
+    from fastt2i.train.families.stackgan2 import StackGAN2Trainer
+
+    class Probe(StackGAN2Trainer):  # only the configuration, not the networks
+        def build(self):
+            raise StopIteration(self.cfg.ema)
+
+    with pytest.raises(StopIteration) as stop:
+        Probe(TINY["stackgan2"](), dataset=torch.utils.data.TensorDataset(torch.zeros(4)))
+    assert stop.value.args[0] == 0.999
+
+
 def test_stackgan_ddp_two_cpu_processes(tmp_path):
     """D's heads are reached through one PairLogits forward, so DDP all-reduces every D gradient."""
     import os

@@ -103,7 +103,7 @@ def _is_fastt2i(path: str) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("fastt2i"), dict)
 
 
-def demo_family(args: argparse.Namespace, family: str, trainer_class, model_config) -> dict:
+def demo_family(args: argparse.Namespace, family: str, trainer_class, model_config, ema: float = 0.0) -> dict:
     """``fastt2i demo <family>``: train on the synthetic shapes for --minutes, write a sample grid."""
     from fastt2i.train.demo import DEMO_CAPTIONS
 
@@ -111,7 +111,7 @@ def demo_family(args: argparse.Namespace, family: str, trainer_class, model_conf
     tcfg = TrainConfig(data="synthetic", out_dir=args.out, steps=10**9, max_minutes=args.minutes, save_every=200,
                        sample_every=10**9, device=str(dev), backend=args.backend, seed=args.seed,
                        amp="bf16" if dev.type == "cuda" else "none", channels_last=dev.type == "cuda",
-                       sample_captions=DEMO_CAPTIONS, log_every=10, num_workers=4 if dev.type == "cuda" else 0)
+                       sample_captions=DEMO_CAPTIONS, log_every=10, num_workers=4 if dev.type == "cuda" else 0, ema=ema)
     print(f"fastt2i demo: {trainer_class.title} on synthetic shapes, {args.minutes:g} min on {dev}", flush=True)
     trainer = trainer_class(model_config, tcfg)
     t0 = time.perf_counter()

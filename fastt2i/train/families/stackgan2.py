@@ -4,8 +4,10 @@ One iteration, as the official ``condGANTrainer.train``: G makes the images of e
 once; each stage's D is updated on real / wrong / fake images with mu detached (real + wrong +
 fake, the unconditional terms weighted ``uncond_coeff``, wrong images real there); then G on
 all stages (D conditioned on mu itself), the colour-consistency regulariser when
-``color_coeff`` > 0, and 2 * KL.  Adam 2e-4, betas (0.5, 0.999); the official G is averaged
-with decay 0.999 (``--ema 0.999`` here; samples then use the average).
+``color_coeff`` > 0, and 2 * KL.  Adam 2e-4, betas (0.5, 0.999).  The official G is always
+averaged with decay 0.999 (``avg_param_G``; its samples and saved G are the average): so is
+this family's by default (``fastt2i train stackgan2`` and a trainer built without a
+TrainConfig), ``--ema 0`` turning it off.
 
 On the released data (``--data birds:PATH``) the loader gives every stage's real and wrong
 images as the official ``TextDataset`` (wrong: drawn from the split, redrawn once if of the same
@@ -24,7 +26,7 @@ from fastt2i.models import StackGAN2Config, build_stackgan2
 from fastt2i.models.stackgan2 import (CHECKPOINT_LAYOUT, Generator, checkpoint_layout, discriminator_loss,
                                       generator_loss, load_official_state_dict)
 
-from ..core import Trainer
+from ..core import TrainConfig, Trainer
 from ..registry import register_family
 from ._char_text import CharTextFamily
 from ._sampling import add_sample_arguments, char_text_sampler, demo_family, make_family, sample_command
@@ -59,6 +61,8 @@ class StackGAN2Trainer(CharTextFamily, Trainer):
     def __init__(self, model_config=None, config=None, dataset=None, evaluators=()):
         mcfg = model_config if model_config is not None else StackGAN2Config.synthetic()
         self.layout = checkpoint_layout(mcfg.branch_num)  # one D per stage
+        if config is None:  # the official always-on average of G
+            config = TrainConfig(ema=mcfg.ema)
         super().__init__(mcfg, config, dataset, evaluators)
 
     def default_model_config(self) -> StackGAN2Config:
@@ -145,6 +149,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nf", type=int, default=None, help="ngf = ndf (default: the preset's, 64)")
     p.add_argument("--color-coeff", type=float, default=None, help="colour-consistency weight (official birds: 0)")
     p.add_argument("--uncond-coeff", type=float, default=None, help="unconditional loss weight (official birds: 1)")
+    # the official G average is always on: --ema defaults to its decay here (--ema 0: off)
+    p.set_defaults(ema=StackGAN2Config.ema)
 
 
 def model_config(args: argparse.Namespace, preset: str) -> StackGAN2Config:
@@ -155,6 +161,8 @@ def model_config(args: argparse.Namespace, preset: str) -> StackGAN2Config:
             kw[field] = getattr(args, flag)
     if getattr(args, "nf", None):
         kw["ngf"] = kw["ndf"] = args.nf
+    if getattr(args, "ema", None) is not None:  # the decay the run uses, recorded with the model
+        kw["ema"] = args.ema
     return StackGAN2Config.preset(preset, **kw)
 
 
@@ -172,5 +180,6 @@ register_family(make_family(
     add_sample_arguments=add_sample_arguments,
     sample=sample,
     image_sampler=image_sampler,
-    demo=lambda args: demo_family(args, "stackgan2", StackGAN2Trainer, StackGAN2Config.synthetic()),
+    demo=lambda args: demo_family(args, "stackgan2", StackGAN2Trainer, StackGAN2Config.synthetic(),
+                                  ema=StackGAN2Config.ema),
 ))
