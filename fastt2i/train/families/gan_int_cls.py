@@ -19,7 +19,7 @@ import torch
 
 from fastt2i.models import GANINTCLSConfig, build_gan_int_cls
 from fastt2i.models.gan_int_cls import (CHECKPOINT_LAYOUT, Generator, discriminator_loss, generator_loss,
-                                        load_official_state_dict)
+                                        load_official_state_dict, load_torch7)
 
 from ..core import Trainer
 from ..registry import register_family
@@ -115,7 +115,8 @@ def image_sampler(checkpoint: str, device="cpu", use_ema: bool = True, **kw):
     def run(netG, cfg, text, generator):
         return netG(torch.randn(text.shape[0], cfg.nz, generator=generator).to(text.device), text)
 
-    return char_text_sampler(checkpoint, "gan-int-cls", GANINTCLSConfig, build_generator, run, device, use_ema, **kw)
+    return char_text_sampler(checkpoint, "gan-int-cls", GANINTCLSConfig, build_generator, run, device, use_ema,
+                             load_torch7=load_torch7, **kw)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
