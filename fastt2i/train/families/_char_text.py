@@ -14,10 +14,12 @@ of ``--data`` (the synthetic shapes, or any dataset with raw captions) go throug
   so a trained encoder conditions better.  This is the default because it needs no
   pre-training step; the encoder and the statistics are saved in the checkpoint.
 
-``--data birds:PATH`` / ``coco:PATH`` instead trains on the released data in the StackGAN layout
-(``fastt2i.data.embedding_images``): the pre-extracted embeddings are the text, no encoder
-runs, and each family reads the images with its own official preprocessing (``data_style``).
-Sample grids then show the embeddings of the first images of the split.
+``--data birds:PATH`` / ``coco:PATH`` with ``PATH/train/char-CNN-RNN-embeddings.pickle`` instead
+trains on the released data in the StackGAN layout (``fastt2i.data.embedding_images``): the
+pre-extracted embeddings are the text, no encoder runs, and each family reads the images with
+its own official preprocessing (``data_style``).  Sample grids then show the embeddings of the
+first images of the split.  A folder without the pickle but with raw captions (``text/``, the
+AttnGAN layout) goes through the char-CNN-RNN as the synthetic shapes do.
 """
 from __future__ import annotations
 
