@@ -76,3 +76,52 @@ def sweep_backends() -> list:
     return [pytest.param(name, marks=[requires_backend(name)]
                          + ([pytest.mark.slow] if name == "triton" and interpreted else []))
             for name in fused_backend_names()]
+
+
+# ----------------------------------------------------------------------------- released StackGAN data
+
+def _stackgan_jpeg(path, w, h, seed):
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=95)
+
+
+def make_stackgan_layout(root, dataset="birds", n_train=6, n_test=2, classes=3, list_form=False):
+    """A tiny copy of StackGAN's data/birds (or data/coco): per split filenames / embeddings / class_info
+    pickles (protocol 2, as the Python 2 originals), the JPEGs and (birds) images.txt + bounding_boxes.txt."""
+    import os
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    keys = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        if dataset == "birds":
+            names = [f"{1 + i % classes:03d}.Class_{i % classes}/Bird_{split}_{i}" for i in range(n)]
+        else:
+            names = [f"COCO_{split}2014_{i:012d}" for i in range(n)]
+        keys[split] = names
+        os.makedirs(root / split, exist_ok=True)
+        emb = rng.standard_normal((n, 10, 1024)).astype(np.float32)
+        with open(root / split / "filenames.pickle", "wb") as f:
+            pickle.dump(names, f, protocol=2)
+        with open(root / split / "char-CNN-RNN-embeddings.pickle", "wb") as f:
+            pickle.dump([row for row in emb] if list_form else emb, f, protocol=2)
+        with open(root / split / "class_info.pickle", "wb") as f:
+            pickle.dump([1 + i % classes for i in range(n)], f, protocol=2)
+    all_keys = keys["train"] + keys["test"]
+    for i, key in enumerate(all_keys):
+        sub = ("CUB_200_2011", "images") if dataset == "birds" else ("images",)
+        _stackgan_jpeg(root.joinpath(*sub, f"{key}.jpg"), 110 + 9 * i, 80 + 4 * i, i)
+    if dataset == "birds":
+        with open(root / "CUB_200_2011" / "images.txt", "w") as f:
+            f.writelines(f"{i + 1} {key}.jpg\n" for i, key in enumerate(all_keys))
+        with open(root / "CUB_200_2011" / "bounding_boxes.txt", "w") as f:
+            f.writelines(f"{i + 1} {5.0 + i} {8.0} {50.0 + 2 * i} {41.0}\n" for i in range(len(all_keys)))
+    return keys

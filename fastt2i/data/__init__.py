@@ -75,3 +75,6 @@ from .embeddings import (  # noqa: E402
 )
 
 __all__ += ["CharCNNRNNEmbeddings", "EmbeddingFileError", "load_char_cnn_rnn_embeddings", "load_embedding_pickle"]
+from .embedding_images import EmbeddingImageDataset  # noqa: E402
+
+__all__ += ["EmbeddingImageDataset"]

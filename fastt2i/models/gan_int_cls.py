@@ -22,11 +22,17 @@ What the Lua code does that the paper does not say, followed here:
   Torch's default uniform(+-1/sqrt(fan_in)) (PyTorch's default draws from the same range).
 
 Checkpoints: the released G / D are Torch7 ``.t7`` serialisations of whole ``nn.Sequential``
-objects; no Torch7 reader is part of fastt2i's environment, so they do not load directly.
-What loads is a state dict with the names below.
+objects (``torch.save`` of the networks above, possibly cudnn-converted, CUDA storages).
+``load_torch7`` reads them with fastt2i's own Torch7 reader (``_torch7``) and maps the Lua
+modules with parameters onto ours in the order the script adds them, kinds and shapes
+checked; the conv biases of the file, which the script zeroes before every evaluation (so
+they hold at most one optimiser step), are dropped with a warning giving their size.  A state
+dict with the names below loads too.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -36,6 +42,7 @@ from torch import nn
 from fastt2i.losses import gan_int_g_loss, interpolate_text, matching_aware_d_loss
 
 from ._checkpoint import CheckpointLayout, load_weights, register_layout
+from ._torch7 import read_torch7, state_dict_from_torch7
 from ._config import PresetConfig
 
 
@@ -50,7 +57,7 @@ class GANINTCLSConfig(PresetConfig):
     text_dim: int = 1024
     cls_weight: float = 0.5
     interp_weight: float = 1.0
-    num_captions: int = 4       # captions averaged per image (replicate = 0)
+    num_captions: int = 4       # embeddings averaged per image, in the data path (numCaption, replicate = 0)
     d_residual: bool = False
     batch_size: int = 64
     lr: float = 2e-4
@@ -75,7 +82,10 @@ class GANINTCLSConfig(PresetConfig):
 
     @classmethod
     def coco(cls, **kw) -> "GANINTCLSConfig":
-        return replace(cls(ngf=196, ndf=196), **kw)
+        """``scripts/train_coco.sh``: ngf = ndf = 196, numCaption 3, lr halved every 40 of 200 epochs.
+        That script runs ``main_cls.lua`` (GAN-CLS, no interpolation); ``--interp-weight 0`` is that
+        loss here, although G's batch still holds the B / 2 interpolated texts (BN statistics)."""
+        return replace(cls(ngf=196, ndf=196, num_captions=3, decay_every=40, max_epoch=200), **kw)
 
     @classmethod
     def synthetic(cls, **kw) -> "GANINTCLSConfig":
@@ -216,7 +226,23 @@ CHECKPOINT_LAYOUT = register_layout(CheckpointLayout(
 ))
 
 
+def load_torch7(model: nn.Module, source, what: str | None = None) -> dict:
+    """A Lua netG / netD ``.t7`` (path or bytes) into Generator / Discriminator, by module order.
+    -> the dropped conv biases {name: max |b|} (also warned about when non-zero)."""
+    what = what or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "GAN-INT-CLS .t7")
+    state, dropped = state_dict_from_torch7(model, read_torch7(source, what), what)
+    model.load_state_dict(state)
+    large = {k: v for k, v in dropped.items() if v > 0}
+    if large:
+        warnings.warn(f"{what}: dropped the convolution biases the Lua script zeroes before every evaluation; "
+                      f"largest |b| {max(large.values()):.3g} (in {max(large, key=large.get)})", stacklevel=2)
+    return dropped
+
+
 def load_official_state_dict(model: nn.Module, source) -> nn.Module:
-    """A GAN-INT-CLS state dict (path or loaded) into Generator / Discriminator.  The released
-    Torch7 ``.t7`` files do not load: they need a Torch7 deserialiser, which fastt2i does not ship."""
+    """Released weights into Generator / Discriminator: a Torch7 ``.t7`` file of the Lua network
+    (``load_torch7``) or a state dict with our names (path or loaded)."""
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".t7"):
+        load_torch7(model, source)
+        return model
     return load_weights(model, source, CHECKPOINT_LAYOUT)

@@ -55,7 +55,7 @@ class StackGAN2Config(PresetConfig):
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple = (0.5, 0.999)
-    ema: float = 0.999
+    ema: float = 0.999          # avg_param_G's decay: the default of the run's EMA (TrainConfig.ema)
     max_epoch: int = 600
 
     def __post_init__(self):

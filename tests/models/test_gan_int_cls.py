@@ -116,3 +116,10 @@ def test_bad_inputs():
         GANINTCLSConfig(batch_size=7)
     with pytest.raises(ValueError, match="B \\* 4"):
         ours.average_captions(torch.randn(7, 24), 4)
+
+
+def test_presets_follow_the_training_scripts():
+    """train_cub.sh / train_flowers.sh: numCaption 4, decay every 100 of 600; train_coco.sh: 3, 40 of 200."""
+    birds, coco = ours.GANINTCLSConfig.preset("birds"), ours.GANINTCLSConfig.preset("coco")
+    assert (birds.num_captions, birds.decay_every, birds.max_epoch, birds.ngf, birds.ndf) == (4, 100, 600, 128, 64)
+    assert (coco.num_captions, coco.decay_every, coco.max_epoch, coco.ngf, coco.ndf) == (3, 40, 200, 196, 196)

@@ -13,8 +13,17 @@ of ``--data`` (the synthetic shapes, or any dataset with raw captions) go throug
   ~0.02 over 512 synthetic captions) although captions sharing words stay close (0.4 - 0.6),
   so a trained encoder conditions better.  This is the default because it needs no
   pre-training step; the encoder and the statistics are saved in the checkpoint.
+
+``--data birds:PATH`` / ``coco:PATH`` with ``PATH/train/char-CNN-RNN-embeddings.pickle`` instead
+trains on the released data in the StackGAN layout (``fastt2i.data.embedding_images``): the
+pre-extracted embeddings are the text, no encoder runs, and each family reads the images with
+its own official preprocessing (``data_style``).  Sample grids then show the embeddings of the
+first images of the split.  A folder without the pickle but with raw captions (``text/``, the
+AttnGAN layout) goes through the char-CNN-RNN as the synthetic shapes do.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -103,7 +112,10 @@ class CharTextConditioning:
                 "char_cnn_rnn_norm": None if self.norm is None else [t.cpu() for t in self.norm]}
 
     @classmethod
-    def from_state(cls, meta: dict, device) -> "CharTextConditioning":
+    def from_state(cls, meta: dict, device) -> "CharTextConditioning | None":
+        """None when the run trained on released embeddings (no encoder in the checkpoint)."""
+        if meta.get("char_cnn_rnn") is None:
+            return None
         encoder = CharCNNRNN(**meta["char_cnn_rnn_config"])
         load_state_dict_checked(encoder, meta["char_cnn_rnn"], "char_cnn_rnn")
         norm = meta.get("char_cnn_rnn_norm")
@@ -111,28 +123,88 @@ class CharTextConditioning:
 
 
 class CharTextFamily:
-    """Mixin for the Trainer subclasses of the char-CNN-RNN-conditioned families."""
+    """Mixin for the Trainer subclasses of the char-CNN-RNN-conditioned families.
+
+    ``data_style``: the family's official image preprocessing on released data (see
+    ``EmbeddingImageDataset``); ``wrong_images``: whether its official loader draws them."""
+
+    data_style = "stackgan"
+    wrong_images = False
 
     @classmethod
     def dataset_kwargs(cls, model_config) -> dict:
         return {"imsize": model_config.imsize}
 
     @classmethod
-    def make_dataset(cls, spec: str, model_config, seed: int, split: str = "train"):
-        from fastt2i.data import build_dataset
+    def embedding_dataset_kwargs(cls, model_config) -> dict:
+        """What else the family's released-data loader needs (stage sizes, captions averaged)."""
+        return {}
 
-        return build_dataset(spec, split, imsize=model_config.imsize, seed=seed)
+    @classmethod
+    def make_dataset(cls, spec: str, model_config, seed: int, split: str = "train"):
+        from fastt2i.data import build_dataset, parse_data_spec
+        from fastt2i.data.embedding_images import LAYOUTS, EmbeddingImageDataset
+        from fastt2i.data.embeddings import EMBEDDING_FILE
+
+        kind, path = parse_data_spec(spec)
+        if kind == "synthetic":
+            return build_dataset(spec, split, seed=seed, **cls.dataset_kwargs(model_config))
+        released = bool(path) and os.path.isfile(os.path.join(path, split, EMBEDDING_FILE))
+        if not released:
+            if path and os.path.isdir(os.path.join(path, "text")):  # raw captions through the char-CNN-RNN
+                return build_dataset(spec, split, seed=seed, **cls.dataset_kwargs(model_config))
+            raise FileNotFoundError(
+                f"--data {spec!r}: {cls.title} trains on 'synthetic[:N]', on the released char-CNN-RNN data in the "
+                f"StackGAN layout ('birds:PATH' or 'coco:PATH' with PATH/{split}/{EMBEDDING_FILE}) or on raw "
+                f"captions (PATH/text/); found neither {os.path.join(str(path), split, EMBEDDING_FILE)} nor "
+                f"{os.path.join(str(path), 'text')}")
+        if kind not in LAYOUTS:
+            raise ValueError(f"--data {spec!r}: the released char-CNN-RNN embeddings come in the StackGAN 'birds' "
+                             f"or 'coco' layout; say which, e.g. --data birds:{path}")
+        return EmbeddingImageDataset(path, split, dataset=kind, style=cls.data_style, wrong_images=cls.wrong_images,
+                                     seed=seed, **cls.dataset_kwargs(model_config),
+                                     **cls.embedding_dataset_kwargs(model_config))
+
+    @property
+    def on_released_embeddings(self) -> bool:
+        from fastt2i.data.embedding_images import EmbeddingImageDataset
+
+        return isinstance(self.dataset, EmbeddingImageDataset)
 
     def build_text(self) -> None:
-        """Wrap the dataset into (image, caption) items and set up the frozen text encoder."""
+        """Raw captions: wrap the dataset into (image, caption) items and set up the frozen text
+        encoder.  Released embeddings: nothing to encode."""
+        if self.on_released_embeddings:
+            if self.cfg.text_encoder:
+                raise ValueError("--text-encoder: the released data already holds the char-CNN-RNN embeddings; "
+                                 "an encoder is only used with raw captions (--data synthetic)")
+            self.text = None
+            return
         if not isinstance(self.dataset, CaptionImages):
             self.dataset = CaptionImages(self.dataset)
         self.text = CharTextConditioning.build(self.cfg.text_encoder, self.dataset, self.device, self.cfg.seed)
+
+    def unpack(self, batch) -> tuple:
+        """A loader batch -> (images, (B, 1024) text embeddings, wrong images or None)."""
+        if self.text is None:
+            imgs, text, *wrong = batch
+            return imgs, text, (wrong[0] if wrong else None)
+        imgs, captions = batch
+        return imgs, self.text(captions), None
+
+    def embed(self, captions: list[str]) -> torch.Tensor:
+        """Text embeddings of sample-grid labels: encoded captions, or the released embeddings of the
+        images the labels name (``EmbeddingImageDataset.captions_for_display``)."""
+        if self.text is None:
+            return self.dataset.display_embeddings(captions).to(self.device)
+        return self.text(captions)
 
     def fixed_captions(self) -> list[str]:
         return list(self.cfg.sample_captions) or self.dataset.captions_for_display(self.cfg.num_samples)
 
     def extra_state(self) -> dict:
+        if self.text is None:
+            return {"char_cnn_rnn": None}
         return self.text.state()
 
     def load_extra_state(self, meta: dict, path: str) -> None:

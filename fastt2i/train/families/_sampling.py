@@ -23,13 +23,18 @@ from ._char_text import CharTextConditioning
 
 
 def char_text_sampler(checkpoint: str, family: str, config_class, build_generator, run, device="cpu",
-                      use_ema: bool = True, config=None, text_encoder_path: str | None = None):
+                      use_ema: bool = True, config=None, text_encoder_path: str | None = None,
+                      load_torch7=None):
     """fn(captions=None, generator=None, embeddings=None) -> images (B, 3, S, S) in [-1, 1].
 
     A fastt2i checkpoint carries its config and text encoder.  An official generator file (a plain
-    state dict) needs ``config`` and, for captions, ``text_encoder_path`` (a char-cnn-rnn checkpoint).
+    state dict, or with ``load_torch7(netG, path)`` a Torch7 ``.t7``) needs ``config`` and, for
+    captions, ``text_encoder_path`` (a char-cnn-rnn checkpoint).
     """
-    obj = read_weights(checkpoint, f"{family} checkpoint")
+    torch7 = _is_torch7(checkpoint)
+    if torch7 and load_torch7 is None:
+        raise ValueError(f"{checkpoint}: a Torch7 file; {family} has no Torch7 checkpoints (only GAN-INT-CLS)")
+    obj = None if torch7 else read_weights(checkpoint, f"{family} checkpoint")
     meta = obj.get("fastt2i") if isinstance(obj, dict) else None
     text = None
     if isinstance(meta, dict):
@@ -45,10 +50,13 @@ def char_text_sampler(checkpoint: str, family: str, config_class, build_generato
             raise ValueError(f"{checkpoint} is not a fastt2i checkpoint: give the model preset for an official file")
         cfg = config
         netG = build_generator(cfg)
-        load_state_dict_checked(netG, obj.get("state_dict", obj) if isinstance(obj, dict) else obj,
-                                f"{checkpoint}: netG")
-        if text_encoder_path:
-            text = CharTextConditioning.build(text_encoder_path, None, device, 0)
+        if torch7:
+            load_torch7(netG, checkpoint)
+        else:
+            load_state_dict_checked(netG, obj.get("state_dict", obj) if isinstance(obj, dict) else obj,
+                                    f"{checkpoint}: netG")
+    if text is None and text_encoder_path:  # official weights, or a run on released embeddings
+        text = CharTextConditioning.build(text_encoder_path, None, device, 0)
     netG.to(device).eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -98,12 +106,18 @@ def sample_command(args: argparse.Namespace, captions: list[str], device, image_
     return f"wrote {args.out} ({what}, {images.shape[-1]}x{images.shape[-1]})"
 
 
+def _is_torch7(path) -> bool:
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".t7")
+
+
 def _is_fastt2i(path: str) -> bool:
+    if _is_torch7(path):
+        return False
     obj = read_weights(path, "checkpoint")
     return isinstance(obj, dict) and isinstance(obj.get("fastt2i"), dict)
 
 
-def demo_family(args: argparse.Namespace, family: str, trainer_class, model_config) -> dict:
+def demo_family(args: argparse.Namespace, family: str, trainer_class, model_config, ema: float = 0.0) -> dict:
     """``fastt2i demo <family>``: train on the synthetic shapes for --minutes, write a sample grid."""
     from fastt2i.train.demo import DEMO_CAPTIONS
 
@@ -111,7 +125,7 @@ def demo_family(args: argparse.Namespace, family: str, trainer_class, model_conf
     tcfg = TrainConfig(data="synthetic", out_dir=args.out, steps=10**9, max_minutes=args.minutes, save_every=200,
                        sample_every=10**9, device=str(dev), backend=args.backend, seed=args.seed,
                        amp="bf16" if dev.type == "cuda" else "none", channels_last=dev.type == "cuda",
-                       sample_captions=DEMO_CAPTIONS, log_every=10, num_workers=4 if dev.type == "cuda" else 0)
+                       sample_captions=DEMO_CAPTIONS, log_every=10, num_workers=4 if dev.type == "cuda" else 0, ema=ema)
     print(f"fastt2i demo: {trainer_class.title} on synthetic shapes, {args.minutes:g} min on {dev}", flush=True)
     trainer = trainer_class(model_config, tcfg)
     t0 = time.perf_counter()

@@ -1,13 +1,15 @@
 """GAN-INT-CLS's step on the training core (``fastt2i train gan-int-cls``).
 
 One iteration, as ``main_cls_int.lua`` (``fDx`` then ``fGx``): the text of each image is the
-mean of its captions' embeddings (``num_captions``, 4 on CUB; the synthetic shapes have one);
+mean of ``num_captions`` of its captions' embeddings (4 on CUB), averaged once, in the data
+path (``EmbeddingImageDataset``, as the Lua loader + ``netR``); the step takes the averaged
+(B, 1024) text as it is.  Raw captions (the synthetic shapes) give one caption per image;
 D: real pairs -> 1, (real image, wrong text) -> 0 weighted cls, fakes of fresh noise -> 0
 weighted 1 - cls; G: a fresh 1.5 B batch whose last B / 2 texts are midpoints of pairs of the
 batch's texts, all labelled real (INT, weight 1).  Adam 2e-4, beta1 0.5; both learning rates
 halved every ``decay_every`` epochs (the Lua halves at the start of epochs 100, 200, ...,
-counted from 1).  The wrong images are the batch's images rolled by one (the Lua loader draws
-an image of another class).
+counted from 1).  The wrong images: on the released data, an image of another class drawn by
+the loader, as the Lua one; on raw-caption data without classes, the batch's images rolled by one.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 
 from fastt2i.models import GANINTCLSConfig, build_gan_int_cls
 from fastt2i.models.gan_int_cls import (CHECKPOINT_LAYOUT, Generator, discriminator_loss, generator_loss,
-                                        load_official_state_dict)
+                                        load_official_state_dict, load_torch7)
 
 from ..core import Trainer
 from ..registry import register_family
@@ -33,6 +35,8 @@ class GANINTCLSTrainer(CharTextFamily, Trainer):
     architecture_fields = ("ngf", "ndf", "nz", "nt", "text_dim", "d_residual")
     progress_keys = ("errD", "errG")
     ema_network = "netG"
+    data_style = "reed"
+    wrong_images = True
 
     def default_model_config(self) -> GANINTCLSConfig:
         return GANINTCLSConfig.synthetic()
@@ -40,6 +44,10 @@ class GANINTCLSTrainer(CharTextFamily, Trainer):
     @classmethod
     def dataset_kwargs(cls, model_config) -> dict:
         return {"imsize": 64}
+
+    @classmethod
+    def embedding_dataset_kwargs(cls, model_config) -> dict:
+        return {"captions_per_sample": model_config.num_captions}
 
     def build(self) -> None:
         self.build_text()
@@ -59,24 +67,23 @@ class GANINTCLSTrainer(CharTextFamily, Trainer):
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def encode(self, captions: list[str]) -> torch.Tensor:
-        return self.text(captions)
-
     def run_step(self, batch) -> dict:
-        imgs, captions = batch
-        return self.train_step(imgs, self.encode(captions))
+        return self.train_step(*self.unpack(batch))
 
-    def train_step(self, imgs: torch.Tensor, text: torch.Tensor) -> dict:
-        """One D and one G update on images and their (B, 1024) text embeddings."""
+    def train_step(self, imgs: torch.Tensor, text: torch.Tensor, wrong_imgs: torch.Tensor | None = None) -> dict:
+        """One D and one G update on images, their (B, 1024) text embeddings (already averaged over
+        captions) and wrong images (None: the batch rolled by one)."""
         text = text.to(self.device)
         imgs = imgs.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        wrong = imgs.roll(1, 0) if wrong_imgs is None else wrong_imgs.to(self.device, non_blocking=True).contiguous(
+            memory_format=self.memory_format)
         B = imgs.shape[0]
         if B % 2:
             raise ValueError(f"GAN-INT needs an even batch, got {B}")
         nz = self.mcfg.nz
         self.netG.train(), self.netD.train()
         with self.autocast():
-            errD, _ = discriminator_loss(self.G, self.D, imgs, text, imgs.roll(1, 0),
+            errD, _ = discriminator_loss(self.G, self.D, imgs, text, wrong,
                                          torch.randn(B, nz, generator=self.step_generator(1)).to(self.device),
                                          self.mcfg.cls_weight)
         self.optimizer_step("D", errD)
@@ -93,7 +100,7 @@ class GANINTCLSTrainer(CharTextFamily, Trainer):
         netG.eval()
         try:
             with torch.no_grad(), self.autocast():
-                text = self.encode(captions)
+                text = self.embed(captions)
                 noise = torch.randn(text.shape[0], self.mcfg.nz, generator=generator).to(self.device)
                 return netG(noise, text).float()
         finally:
@@ -108,7 +115,8 @@ def image_sampler(checkpoint: str, device="cpu", use_ema: bool = True, **kw):
     def run(netG, cfg, text, generator):
         return netG(torch.randn(text.shape[0], cfg.nz, generator=generator).to(text.device), text)
 
-    return char_text_sampler(checkpoint, "gan-int-cls", GANINTCLSConfig, build_generator, run, device, use_ema, **kw)
+    return char_text_sampler(checkpoint, "gan-int-cls", GANINTCLSConfig, build_generator, run, device, use_ema,
+                             load_torch7=load_torch7, **kw)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

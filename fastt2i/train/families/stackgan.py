@@ -8,7 +8,9 @@ epochs.  Stage II trains on top of a frozen Stage-I G given by ``--stage1-g`` (a
 train stackgan --stage 1`` checkpoint or an official Stage-I ``netG_epoch_*.pth``).
 
 Noise (z and the CA's eps) comes from the core's step generators, so a resumed run draws it
-again.  Text: captions through the frozen char-CNN-RNN (see ``_char_text``).
+again.  Text: the released embeddings (``--data birds:PATH``, read as StackGAN-Pytorch's
+``TextDataset``: square resize to 76/64 of the size, random crop, flip, one of the image's
+embeddings) or captions through the frozen char-CNN-RNN (see ``_char_text``).
 """
 from __future__ import annotations
 
@@ -88,8 +90,8 @@ class StackGANTrainer(CharTextFamily, Trainer):
                 group["lr"] = lr * factor
 
     def run_step(self, batch) -> dict:
-        imgs, captions = batch
-        return self.train_step(imgs, self.text(captions))
+        imgs, text, _ = self.unpack(batch)
+        return self.train_step(imgs, text)
 
     def train_step(self, imgs: torch.Tensor, text: torch.Tensor) -> dict:
         """One D and one G update on images and their (B, 1024) text embeddings."""
@@ -119,7 +121,7 @@ class StackGANTrainer(CharTextFamily, Trainer):
         netG.eval()
         try:
             with torch.no_grad(), self.autocast():
-                return self.generate(netG, self.text(captions), generator).float()
+                return self.generate(netG, self.embed(captions), generator).float()
         finally:
             netG.train(was)
 

@@ -4,12 +4,16 @@ One iteration, as the official ``condGANTrainer.train``: G makes the images of e
 once; each stage's D is updated on real / wrong / fake images with mu detached (real + wrong +
 fake, the unconditional terms weighted ``uncond_coeff``, wrong images real there); then G on
 all stages (D conditioned on mu itself), the colour-consistency regulariser when
-``color_coeff`` > 0, and 2 * KL.  Adam 2e-4, betas (0.5, 0.999); the official G is averaged
-with decay 0.999 (``--ema 0.999`` here; samples then use the average).
+``color_coeff`` > 0, and 2 * KL.  Adam 2e-4, betas (0.5, 0.999).  The official G is always
+averaged with decay 0.999 (``avg_param_G``; its samples and saved G are the average): so is
+this family's by default (``fastt2i train stackgan2`` and a trainer built without a
+TrainConfig), ``--ema 0`` turning it off.
 
-Real images of the smaller stages are the batch's images resized (bilinear, antialiased)
-from the largest; the wrong images are the batch's images rolled by one (the official loader
-draws an image of another class; the synthetic shapes have no classes).
+On the released data (``--data birds:PATH``) the loader gives every stage's real and wrong
+images as the official ``TextDataset`` (wrong: drawn from the split, redrawn once if of the same
+class).  On raw-caption data, the smaller stages are the batch's images resized (bilinear,
+antialiased) from the largest and the wrong images are the batch rolled by one (the synthetic
+shapes have no classes).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from fastt2i.models import StackGAN2Config, build_stackgan2
 from fastt2i.models.stackgan2 import (CHECKPOINT_LAYOUT, Generator, checkpoint_layout, discriminator_loss,
                                       generator_loss, load_official_state_dict)
 
-from ..core import Trainer
+from ..core import TrainConfig, Trainer
 from ..registry import register_family
 from ._char_text import CharTextFamily
 from ._sampling import add_sample_arguments, char_text_sampler, demo_family, make_family, sample_command
@@ -47,10 +51,18 @@ class StackGAN2Trainer(CharTextFamily, Trainer):
     architecture_fields = ("branch_num", "ngf", "ndf", "c_dim", "z_dim", "text_dim", "r_num")
     progress_keys = ("errD", "errG", "kl")
     ema_network = "netG"
+    data_style = "stackgan2"
+    wrong_images = True
+
+    @classmethod
+    def embedding_dataset_kwargs(cls, model_config) -> dict:
+        return {"branch_num": model_config.branch_num}
 
     def __init__(self, model_config=None, config=None, dataset=None, evaluators=()):
         mcfg = model_config if model_config is not None else StackGAN2Config.synthetic()
         self.layout = checkpoint_layout(mcfg.branch_num)  # one D per stage
+        if config is None:  # the official always-on average of G
+            config = TrainConfig(ema=mcfg.ema)
         super().__init__(mcfg, config, dataset, evaluators)
 
     def default_model_config(self) -> StackGAN2Config:
@@ -70,17 +82,24 @@ class StackGAN2Trainer(CharTextFamily, Trainer):
             self.add_optimizer(f"D{i}", torch.optim.Adam(d.parameters(), lr=m.lr_d, betas=m.betas))
 
     def run_step(self, batch) -> dict:
-        imgs, captions = batch
-        return self.train_step(imgs, self.text(captions))
+        return self.train_step(*self.unpack(batch))
 
-    def train_step(self, imgs: torch.Tensor, text: torch.Tensor) -> dict:
-        """One update of every stage's D and of G on images and their (B, 1024) text embeddings."""
+    def stages(self, imgs) -> list[torch.Tensor]:
+        """Every stage's images on the device: the loader's list, or the pyramid of the largest."""
+        if not isinstance(imgs, (list, tuple)):
+            imgs = image_pyramid(imgs.to(self.device, non_blocking=True), self.mcfg.branch_num)
+        if len(imgs) != self.mcfg.branch_num:
+            raise ValueError(f"expected {self.mcfg.branch_num} stage images, got {len(imgs)}")
+        return [x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) for x in imgs]
+
+    def train_step(self, imgs, text: torch.Tensor, wrong_imgs=None) -> dict:
+        """One update of every stage's D and of G on images (the largest, or a list per stage),
+        their (B, 1024) text embeddings and wrong images (None: the batch rolled by one)."""
         text = text.to(self.device)
         m = self.mcfg
-        imgs = imgs.to(self.device, non_blocking=True)
-        reals = [x.contiguous(memory_format=self.memory_format) for x in image_pyramid(imgs, m.branch_num)]
-        wrongs = [x.roll(1, 0) for x in reals]
-        noise = torch.randn(imgs.shape[0], m.z_dim, generator=self.step_generator(1)).to(self.device)
+        reals = self.stages(imgs)
+        wrongs = [x.roll(1, 0) for x in reals] if wrong_imgs is None else self.stages(wrong_imgs)
+        noise = torch.randn(text.shape[0], m.z_dim, generator=self.step_generator(1)).to(self.device)
         self.netG.train()
         with self.autocast():
             fakes, mu, logvar = self.G(noise, text, generator=self.step_generator(2))
@@ -106,7 +125,7 @@ class StackGAN2Trainer(CharTextFamily, Trainer):
         netG.eval()
         try:
             with torch.no_grad(), self.autocast():
-                text = self.text(captions)
+                text = self.embed(captions)
                 noise = torch.randn(text.shape[0], self.mcfg.z_dim, generator=generator).to(self.device)
                 return netG(noise, text, generator=generator)[0][-1].float()
         finally:
@@ -130,6 +149,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nf", type=int, default=None, help="ngf = ndf (default: the preset's, 64)")
     p.add_argument("--color-coeff", type=float, default=None, help="colour-consistency weight (official birds: 0)")
     p.add_argument("--uncond-coeff", type=float, default=None, help="unconditional loss weight (official birds: 1)")
+    # the official G average is always on: --ema defaults to its decay here (--ema 0: off)
+    p.set_defaults(ema=StackGAN2Config.ema)
 
 
 def model_config(args: argparse.Namespace, preset: str) -> StackGAN2Config:
@@ -140,6 +161,8 @@ def model_config(args: argparse.Namespace, preset: str) -> StackGAN2Config:
             kw[field] = getattr(args, flag)
     if getattr(args, "nf", None):
         kw["ngf"] = kw["ndf"] = args.nf
+    if getattr(args, "ema", None) is not None:  # the decay the run uses, recorded with the model
+        kw["ema"] = args.ema
     return StackGAN2Config.preset(preset, **kw)
 
 
@@ -157,5 +180,6 @@ register_family(make_family(
     add_sample_arguments=add_sample_arguments,
     sample=sample,
     image_sampler=image_sampler,
-    demo=lambda args: demo_family(args, "stackgan2", StackGAN2Trainer, StackGAN2Config.synthetic()),
+    demo=lambda args: demo_family(args, "stackgan2", StackGAN2Trainer, StackGAN2Config.synthetic(),
+                                  ema=StackGAN2Config.ema),
 ))
