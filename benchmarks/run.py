@@ -240,6 +240,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="directory for JSON + Markdown results (none: print only)")
     parser.add_argument("--cases", default="", help="only cases whose name contains one of these (comma-separated)")
+    parser.add_argument("--providers", default="",
+                        help="only these providers (comma-separated, e.g. eager,cpu: torch.compile'd code aborts "
+                             "in glibc malloc at the AVX512 level on the development machine)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="interleaved timing rounds per case (medians of the rounds; default 3)")
     parser.add_argument("--cpu-capability", choices=["default", "avx2", "avx512"], default=None,
@@ -255,6 +258,7 @@ def main(argv=None) -> int:
     name_filter = [s.strip() for s in args.cases.split(",") if s.strip()]
     device = args.device
     only = {s.strip() for s in args.ops.split(",") if s.strip()} or None
+    providers = {s.strip() for s in args.providers.split(",") if s.strip()}
 
     facts = device_facts(device)
     peaks = measured_peaks(device)
@@ -270,6 +274,8 @@ def main(argv=None) -> int:
                 continue
             if name_filter and not any(f in case.name for f in name_filter):
                 continue
+            if providers:
+                case.providers = {k: v for k, v in case.providers.items() if k in providers}
             print(f"  {case.op}: {case.name} [{case.mode}]", flush=True)
             rows.extend(run_case(case, device, peaks, args.repeat))
     table = format_table(rows)
