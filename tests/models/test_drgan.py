@@ -26,6 +26,7 @@ from fastt2i.official import drgan as official
 from helpers import backend_params, fused_backend_names, rel_error
 
 NON_TRITON = backend_params("reference", *(b for b in fused_backend_names() if b != "triton"))
+WITH_TRITON_F32 = backend_params("reference", *fused_backend_names())
 TINY = dict(gf_dim=4, df_dim=2, r_num=1)
 LAMBDA = 5.0
 
@@ -180,7 +181,7 @@ def test_presets():
 
 # ----------------------------------------------------------------------------- parity
 
-@pytest.mark.parametrize("backend", NON_TRITON)
+@pytest.mark.parametrize("backend", NON_TRITON)  # the Triton kernels take no float64: fp32 parity below
 def test_float64_parity_with_the_draft_code(backend):
     """Images, attention, SDL, D losses (with DNM), G loss (adversarial + DAMSM + SDL + KL) and
     every gradient of G and of the Ds."""
@@ -198,7 +199,7 @@ def test_float64_parity_with_the_draft_code(backend):
     assert _max_rel_named(f[5], o[5]) <= 1e-5, "G gradients"
 
 
-@pytest.mark.parametrize("backend", NON_TRITON)
+@pytest.mark.parametrize("backend", WITH_TRITON_F32)
 def test_float32_outputs_and_losses(backend):
     ops.set_backend(backend)
     ours, og, ods, enc = _pair(DRGANConfig(draft=True, official_mask=True, branch_num=2, **TINY), torch.float32)
@@ -338,10 +339,11 @@ def test_bad_inputs_give_clear_errors():
         G_NET(DRGANConfig(gf_dim=6, df_dim=2, r_num=1))
 
 
-def test_bf16_autocast_channels_last_step_is_finite():
-    """The fast path: bf16 autocast and channels_last through G (with RIRM), the D loss with DNM
-    and the G loss; spectral norm keeps its power iteration in float32."""
-    ops.set_backend("reference")
+@pytest.mark.parametrize("backend", NON_TRITON)
+def test_bf16_autocast_channels_last_step_is_finite(backend):
+    """The fast path: bf16 autocast and channels_last through G (with RIRM; the gates on the fused
+    op), the D loss with DNM and the G loss; spectral norm keeps its power iteration in float32."""
+    ops.set_backend(backend)
     c = DRGANConfig(branch_num=2, **TINY)
     model = DRGAN(c).to(memory_format=torch.channels_last)
     z, sent, words, lens, mask, reals = _inputs(dtype=torch.float32, sizes=(64, 128))
