@@ -28,10 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .attngan import _bce, adversarial_g_loss, damsm_g_loss, kl_loss
-
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from .conditional_gan import _wide  # half precision reduced in float32
 
 
 _PARTS = ("key_q", "nonkey_q", "key_h", "nonkey_h", "real")
