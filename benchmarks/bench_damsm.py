@@ -54,6 +54,7 @@ def _closure(loss_fn, B, D, T, S, device):
         words, lengths, regions, class_ids = _inputs(B, D, T, S, device)
 
         def run():
+            words.grad = regions.grad = None  # as a training step's zero_grad (see common.fwd_bwd)
             loss_fn(words, lengths, regions, class_ids).backward()
         return run
     return make

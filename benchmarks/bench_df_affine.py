@@ -38,7 +38,7 @@ def cases(device: str, quick: bool) -> list[Case]:
                         def closure():
                             x, gamma, beta = _inputs(B, C, H, dtype, cl, device, grad)
                             call = lambda: fn(x, gamma, beta)  # noqa: E731
-                            return fwd_bwd(call) if grad else call
+                            return fwd_bwd(call, (x, gamma, beta)) if grad else call
                         return closure
 
                     reference = make(ops.df_affine_reference)

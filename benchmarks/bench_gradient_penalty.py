@@ -46,7 +46,7 @@ def penalty_cases(device: str) -> list[Case]:
                     def closure():
                         grads = _grads(B, H, dtype, device, grad)
                         call = lambda: fn(grads)  # noqa: E731
-                        return fwd_bwd(call) if grad else call
+                        return fwd_bwd(call, grads) if grad else call
                     return closure
 
                 reference = make(lambda g: ops.gradient_penalty_reference(g, 2.0, 6.0))
