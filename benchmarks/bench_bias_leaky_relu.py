@@ -44,7 +44,7 @@ def cases(device: str, quick: bool) -> list[Case]:
                     return closure
 
                 reference = make(ops.bias_leaky_relu_reference)
-                providers = {"eager": reference, "compile": compiled_provider(reference)}
+                providers = {"eager": reference, "compile": compiled_provider(make, ops.bias_leaky_relu_reference)}
                 for backend in fused_backends(device):
                     providers[backend] = backend_provider(backend, make(ops.bias_leaky_relu))
                 numel = B * C * H * H

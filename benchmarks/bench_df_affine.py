@@ -42,7 +42,7 @@ def cases(device: str, quick: bool) -> list[Case]:
                         return closure
 
                     reference = make(ops.df_affine_reference)
-                    providers = {"eager": reference, "compile": compiled_provider(reference)}
+                    providers = {"eager": reference, "compile": compiled_provider(make, ops.df_affine_reference)}
                     for backend in fused_backends(device):
                         providers[backend] = backend_provider(backend, make(ops.df_affine))
                     numel = B * C * H * H

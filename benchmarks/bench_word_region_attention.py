@@ -60,7 +60,7 @@ def cases(device: str, quick: bool) -> list[Case]:
                         return closure
 
                     reference = make(ops.word_region_attention_reference)
-                    providers = {"eager": reference, "compile": compiled_provider(reference)}
+                    providers = {"eager": reference, "compile": compiled_provider(make, ops.word_region_attention_reference)}
                     for backend in fused_backends(device):
                         providers[backend] = backend_provider(backend, make(ops.word_region_attention))
                     saved = {}
