@@ -77,7 +77,7 @@ def cases(device: str, quick: bool) -> list[Case]:
         providers = {
             "official": _closure(_official, B, D, T, S, device),
             "eager": _closure(_vectorised, B, D, T, S, device),
-            "compile": compiled_provider(lambda fn: _closure(fn, B, D, T, S, device), _vectorised),
+            "compile": compiled_provider(lambda fn, B=B, D=D, T=T, S=S: _closure(fn, B, D, T, S, device), _vectorised),
         }
         saved = {"official": _saved(_official, "reference", B, D, T, S, device),
                  "eager": _saved(_vectorised, "reference", B, D, T, S, device)}
