@@ -20,7 +20,7 @@ else
 fi
 # op[:case filter] (benchmarks.run --cases): the penalty alone, not bench_gradient_penalty's D-step case,
 # and the demo's own DF-GAN step, not the 64x64 one (neither is a target of issue 10; time).
-ops=(${FASTT2I_BENCH_OPS:-df_affine bias_leaky_relu word_region_attention damsm "gradient_penalty:grads (" "dfgan_step:(demo)"})
+ops=(${FASTT2I_BENCH_OPS:-df_affine bias_leaky_relu word_region_attention damsm gradient_penalty:grads "dfgan_step:(demo)"})
 mkdir -p "$RESULTS"
 status=0
 for level in "${levels[@]}"; do
