@@ -49,19 +49,21 @@ def backend_provider(backend: str, make_closure: Callable[[], Callable[[], Any]]
     return setup
 
 
-def compiled_provider(make: Callable[[Callable], Callable[[], Callable[[], Any]]], op: Callable,
-                      **compile_kwargs) -> Setup:
+def compiled_provider(make: Callable, op: Optional[Callable] = None, **compile_kwargs) -> Setup:
     """torch.compile of the reference ``op`` itself, in the case's closure ``make(op)``: the
     forward+backward closures call ``backward`` outside the compiled region, as when a model is
     compiled (compiling the closure broke the graph at ``torch.autograd.backward`` in every case).
     Note for reading the results: inductor's training-mode leaky_relu kernel, which also stores the
     bool mask for the backward, took 17-60 ms for 0.5 M elements on the development machine (torch
     2.14.1, AVX2 and AVX512, 1 thread) against 0.05 ms in inference mode; bias_leaky_relu's compile
-    column of forward+backward is slow for that reason, not for the benchmark's."""
+    column of forward+backward is slow for that reason, not for the benchmark's.
+    Without ``op``, ``make`` is a closure factory and its whole closure is compiled (the older form)."""
     def setup():
         # Every case compiles the same code object: without a reset, dynamo's recompile limit is
         # reached after a few cases and the rest silently run eagerly.
         torch._dynamo.reset()
+        if op is None:
+            return torch.compile(make(), **compile_kwargs)
         return make(torch.compile(op, **compile_kwargs))()
 
     return setup
