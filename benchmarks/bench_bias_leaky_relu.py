@@ -40,11 +40,11 @@ def cases(device: str, quick: bool) -> list[Case]:
                     def closure():
                         x, bias = _inputs(B, C, H, wb, cl, device, grad)
                         call = lambda: fn(x, bias, 0.2)  # noqa: E731
-                        return fwd_bwd(call) if grad else call
+                        return fwd_bwd(call, [t for t in (x, bias) if t is not None]) if grad else call
                     return closure
 
                 reference = make(ops.bias_leaky_relu_reference)
-                providers = {"eager": reference, "compile": compiled_provider(reference)}
+                providers = {"eager": reference, "compile": compiled_provider(make, ops.bias_leaky_relu_reference)}
                 for backend in fused_backends(device):
                     providers[backend] = backend_provider(backend, make(ops.bias_leaky_relu))
                 numel = B * C * H * H

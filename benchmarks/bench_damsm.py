@@ -54,6 +54,7 @@ def _closure(loss_fn, B, D, T, S, device):
         words, lengths, regions, class_ids = _inputs(B, D, T, S, device)
 
         def run():
+            words.grad = regions.grad = None  # as a training step's zero_grad (see common.fwd_bwd)
             loss_fn(words, lengths, regions, class_ids).backward()
         return run
     return make
@@ -76,7 +77,7 @@ def cases(device: str, quick: bool) -> list[Case]:
         providers = {
             "official": _closure(_official, B, D, T, S, device),
             "eager": _closure(_vectorised, B, D, T, S, device),
-            "compile": compiled_provider(_closure(_vectorised, B, D, T, S, device)),
+            "compile": compiled_provider(lambda fn, B=B, D=D, T=T, S=S: _closure(fn, B, D, T, S, device), _vectorised),
         }
         saved = {"official": _saved(_official, "reference", B, D, T, S, device),
                  "eager": _saved(_vectorised, "reference", B, D, T, S, device)}

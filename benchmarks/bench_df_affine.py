@@ -38,11 +38,11 @@ def cases(device: str, quick: bool) -> list[Case]:
                         def closure():
                             x, gamma, beta = _inputs(B, C, H, dtype, cl, device, grad)
                             call = lambda: fn(x, gamma, beta)  # noqa: E731
-                            return fwd_bwd(call) if grad else call
+                            return fwd_bwd(call, (x, gamma, beta)) if grad else call
                         return closure
 
                     reference = make(ops.df_affine_reference)
-                    providers = {"eager": reference, "compile": compiled_provider(reference)}
+                    providers = {"eager": reference, "compile": compiled_provider(make, ops.df_affine_reference)}
                     for backend in fused_backends(device):
                         providers[backend] = backend_provider(backend, make(ops.df_affine))
                     numel = B * C * H * H

@@ -38,11 +38,11 @@ def cases(device: str, quick: bool) -> list[Case]:
                         def closure():
                             logits, x = _inputs(C, H, pp, cl, device, grad)
                             call = lambda: fn(logits, x)  # noqa: E731
-                            return fwd_bwd(call) if grad else call
+                            return fwd_bwd(call, (logits, x)) if grad else call
                         return closure
 
                     reference = make(ops.gate_split_reference)
-                    providers = {"eager": reference, "compile": compiled_provider(reference)}
+                    providers = {"eager": reference, "compile": compiled_provider(make, ops.gate_split_reference)}
                     for backend in fused_backends(device):
                         providers[backend] = backend_provider(backend, make(ops.gate_split))
                     n = B * C * H * H

@@ -46,14 +46,17 @@ def penalty_cases(device: str) -> list[Case]:
                     def closure():
                         grads = _grads(B, H, dtype, device, grad)
                         call = lambda: fn(grads)  # noqa: E731
-                        return fwd_bwd(call) if grad else call
+                        return fwd_bwd(call, grads) if grad else call
                     return closure
 
-                reference = make(lambda g: ops.gradient_penalty_reference(g, 2.0, 6.0))
+                def penalty_reference(g):
+                    return ops.gradient_penalty_reference(g, 2.0, 6.0)
+
+                reference = make(penalty_reference)
                 providers = {
                     "official": make(dfgan_official.ma_gp_reduction),
                     "eager": reference,
-                    "compile": compiled_provider(reference),
+                    "compile": compiled_provider(make, penalty_reference),
                 }
                 for backend in fused_backends(device):
                     providers[backend] = backend_provider(backend, make(lambda g: ops.gradient_penalty(g, 2.0, 6.0)))

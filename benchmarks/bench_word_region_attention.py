@@ -56,11 +56,11 @@ def cases(device: str, quick: bool) -> list[Case]:
                         def closure():
                             regions, words, mask = _inputs(B, C, T, H, dtype, cl, device, grad)
                             call = lambda: fn(regions, words, mask)  # noqa: E731
-                            return fwd_bwd(call) if grad else call
+                            return fwd_bwd(call, (regions, words)) if grad else call
                         return closure
 
                     reference = make(ops.word_region_attention_reference)
-                    providers = {"eager": reference, "compile": compiled_provider(reference)}
+                    providers = {"eager": reference, "compile": compiled_provider(make, ops.word_region_attention_reference)}
                     for backend in fused_backends(device):
                         providers[backend] = backend_provider(backend, make(ops.word_region_attention))
                     saved = {}

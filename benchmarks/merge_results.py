@@ -19,6 +19,9 @@ def merge(out_base: str, parts: list[str]) -> None:
     facts["load_average_at_end"] = records[-1]["facts"].get("load_average_at_end")
     facts["load_averages_per_part"] = [(r["rows"][0]["op"] if r["rows"] else "?", r["facts"].get("load_average_at_start"),
                                         r["facts"].get("load_average_at_end")) for r in records]
+    compile_status = sorted({r["facts"]["compile"] for r in records if "compile" in r["facts"]})
+    if compile_status:
+        facts["compile"] = "; ".join(compile_status)
     rows = [row for r in records for row in r["rows"]]
     record = {"date": first["date"], "date_end": records[-1]["date"], "commit": first["commit"], "facts": facts,
               "peaks": first["peaks"], "rows": rows}

@@ -11,6 +11,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -23,6 +24,12 @@ namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements of one sample per partial sum
+
+// Tasks of (sample, chunk) per parallel piece: about 32768 elements each (ATen's grain size), so a
+// small gradient (DF-GAN's (B, 256) sentence gradient) runs inline instead of waking the thread pool.
+inline int64_t task_grain(int64_t N) {
+  return std::max<int64_t>(1, int64_t{32768} / std::max<int64_t>(1, std::min(N, kChunk)));
+}
 
 std::vector<at::Tensor> checked_inputs(at::TensorList grads_in) {
   return gp_checked_inputs(grads_in, /*device_first=*/false, [&](const at::Tensor& g, size_t i) {
@@ -43,7 +50,7 @@ void sum_squares(const scalar_t* g, int64_t B, int64_t N, part_t* part, int64_t 
   using IO = VecIO<scalar_t>;
   using acc_t = typename IO::acc_t;
   using Acc = Vectorized<acc_t>;
-  at::parallel_for(0, B * chunks, 1, [=](int64_t t0, int64_t t1) {
+  at::parallel_for(0, B * chunks, task_grain(N), [=](int64_t t0, int64_t t1) {
     constexpr int64_t kUnroll = 4;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, j = t % chunks;
@@ -74,7 +81,7 @@ void sum_squares(const scalar_t* g, int64_t B, int64_t N, part_t* part, int64_t 
 template <typename scalar_t, typename acc_t>
 void scale_samples(const scalar_t* g, scalar_t* out, int64_t B, int64_t N, const acc_t* coef) {
   const int64_t chunks = (N + kChunk - 1) / kChunk;
-  at::parallel_for(0, B * chunks, 1, [=](int64_t t0, int64_t t1) {
+  at::parallel_for(0, B * chunks, task_grain(N), [=](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / chunks, j = t % chunks;
       const int64_t begin = b * N + j * kChunk, end = b * N + std::min(N, (j + 1) * kChunk);

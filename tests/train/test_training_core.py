@@ -353,3 +353,42 @@ def test_the_familys_image_sampler_reproduces_the_trainers_samples(tmp_path):
     expected = t.sample(captions, torch.Generator().manual_seed(4))
     assert torch.equal(sample_images(captions, torch.Generator().manual_seed(4)), expected)
     assert expected.shape == (2, 3, 32, 32) and sample_images.imsize == 32
+
+
+def test_fused_adam_rebuilds_only_a_fresh_adam_left_open_and_steps_like_the_loop():
+    from fastt2i.train.core import fused_adam
+
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    loop = torch.optim.Adam(params, lr=1e-2, betas=(0.0, 0.9), weight_decay=0.1)
+    fused = fused_adam(torch.optim.Adam(twins, lr=1e-2, betas=(0.0, 0.9), weight_decay=0.1))
+    assert fused.param_groups[0]["fused"] is True and fused.param_groups[0]["betas"] == (0.0, 0.9)
+    assert fused.param_groups[0]["weight_decay"] == 0.1 and fused.param_groups[0]["params"] == twins
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        for p, q, g in zip(params, twins, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        loop.step()
+        fused.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+    # chosen implementations, other optimisers and AdamW's own signature
+    chosen = torch.optim.Adam(params, foreach=False)
+    assert fused_adam(chosen) is chosen
+    sgd = torch.optim.SGD(params, lr=0.1)
+    assert fused_adam(sgd) is sgd
+    assert fused_adam(torch.optim.AdamW(params, lr=1e-3)).param_groups[0]["fused"] is True
+
+
+def test_the_reference_backend_keeps_the_official_adam(tmp_path):
+    from fastt2i import ops
+
+    cfg = DFGANConfig.synthetic(**TINY)
+    for backend, fused in (("reference", None), ("cpu" if "cpu" in ops.available_backends() else None, True)):
+        if backend is None:
+            continue
+        with ops.use_backend(backend):
+            trainer = DFGANTrainer(cfg, TrainConfig(data="synthetic:8", device="cpu", out_dir=str(tmp_path),
+                                                    progress=False))
+        assert all(opt.param_groups[0]["fused"] is fused for opt in trainer.optimizers.values())
