@@ -452,24 +452,41 @@ def build_discriminators(config: AttnGANConfig) -> nn.ModuleList:
     return nn.ModuleList([D_NETS[i](c.df_dim, c.embedding_dim) for i in range(c.branch_num)])
 
 
-class AttnGAN(nn.Module):
-    """``netG`` (G_NET or G_DCGAN) and ``netsD`` (a ModuleList, one D per stage), officially initialised."""
+class StagedGAN(nn.Module):
+    """``netG`` and ``netsD`` (a ModuleList, one D per stage), built and initialised by the family's
+    own functions: the whole-model container AttnGAN, MirrorGAN and DR-GAN share (each family is a
+    subclass naming its config class, generator, discriminators and init; not an AttnGAN, so a
+    checkpoint of one family is never taken for another's)."""
 
-    def __init__(self, config: AttnGANConfig | None = None, init: bool = True):
+    config_class: type = None
+
+    def __init__(self, config=None, init: bool = True):
         super().__init__()
-        self.config = config or AttnGANConfig()
-        self.netG = (G_DCGAN if self.config.b_dcgan else G_NET)(self.config)
-        self.netsD = build_discriminators(self.config)
+        self.config = config or self.config_class()
+        self.netG = self.make_generator(self.config)
+        self.netsD = self.make_discriminators(self.config)
         if init:
-            self.apply(weights_init)
+            self.apply(self.init_weights)
 
     @classmethod
-    def from_config(cls, config: AttnGANConfig | str, **kw) -> "AttnGAN":
+    def from_config(cls, config, **kw):
         if isinstance(config, str):
-            config = AttnGANConfig.preset(config, **kw)
+            config = cls.config_class.preset(config, **kw)
         elif kw:
             config = replace(config, **kw)
         return cls(config)
+
+
+class AttnGAN(StagedGAN):
+    """``netG`` (G_NET or G_DCGAN) and ``netsD`` (a ModuleList, one D per stage), officially initialised."""
+
+    config_class = AttnGANConfig
+    make_discriminators = staticmethod(build_discriminators)
+    init_weights = staticmethod(weights_init)
+
+    @staticmethod
+    def make_generator(config: AttnGANConfig) -> nn.Module:
+        return (G_DCGAN if config.b_dcgan else G_NET)(config)
 
 
 # ----------------------------------------------------------------------------- official files

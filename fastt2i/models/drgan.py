@@ -405,25 +405,14 @@ def weights_init(m: nn.Module) -> None:
         attngan.weights_init(m)
 
 
-class DRGAN(nn.Module):
+class DRGAN(attngan.StagedGAN):
     """``netG`` (G_NET with SDM stages) and ``netsD`` (one D with DNM per stage), initialised as
     the draft code (AttnGAN's ``weights_init``)."""
 
-    def __init__(self, config: DRGANConfig | None = None, init: bool = True):
-        super().__init__()
-        self.config = config or DRGANConfig()
-        self.netG = G_NET(self.config)
-        self.netsD = build_discriminators(self.config)
-        if init:
-            self.apply(weights_init)
-
-    @classmethod
-    def from_config(cls, config: DRGANConfig | str, **kw) -> "DRGAN":
-        if isinstance(config, str):
-            config = DRGANConfig.preset(config, **kw)
-        elif kw:
-            config = replace(config, **kw)
-        return cls(config)
+    config_class = DRGANConfig
+    make_generator = staticmethod(G_NET)
+    make_discriminators = staticmethod(build_discriminators)
+    init_weights = staticmethod(weights_init)
 
 
 # ----------------------------------------------------------------------------- official files

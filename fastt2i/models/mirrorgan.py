@@ -152,25 +152,17 @@ class G_DCGAN(attngan.G_DCGAN):  # noqa: N801
                     NEXT_STAGE_G(c.gf_dim, c.embedding_dim, c.condition_dim, c.r_num, c.official_mask))
 
 
-class MirrorGAN(nn.Module):
+class MirrorGAN(attngan.StagedGAN):
     """``netG`` (G_NET or G_DCGAN with GLAM) and ``netsD`` (AttnGAN's), officially initialised.
     STREAM is separate (``fastt2i.models.stream.STREAM``): pretrained, then frozen."""
 
-    def __init__(self, config: MirrorGANConfig | None = None, init: bool = True):
-        super().__init__()
-        self.config = config or MirrorGANConfig()
-        self.netG = (G_DCGAN if self.config.b_dcgan else G_NET)(self.config)
-        self.netsD = build_discriminators(self.config)
-        if init:
-            self.apply(weights_init)
+    config_class = MirrorGANConfig
+    make_discriminators = staticmethod(build_discriminators)
+    init_weights = staticmethod(weights_init)
 
-    @classmethod
-    def from_config(cls, config: MirrorGANConfig | str, **kw) -> "MirrorGAN":
-        if isinstance(config, str):
-            config = MirrorGANConfig.preset(config, **kw)
-        elif kw:
-            config = replace(config, **kw)
-        return cls(config)
+    @staticmethod
+    def make_generator(config: MirrorGANConfig) -> nn.Module:
+        return (G_DCGAN if config.b_dcgan else G_NET)(config)
 
 
 CHECKPOINT_LAYOUT = register_layout(CheckpointLayout(
