@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.profiler import record_function
@@ -75,6 +77,22 @@ class _DiscriminatorLoss(nn.Module):
             parts[f"errD{i}"] = errD
             total = total + errD
         return total, parts
+
+
+@dataclass
+class StepInputs:
+    """One iteration's inputs: the real images per stage, the captions and their encodings (DAMSM
+    RNN: sentence as G sees it, the raw sentence, words, padding mask), the step's seeded noise."""
+    reals: list
+    caps: torch.Tensor
+    lens: torch.Tensor
+    class_ids: np.ndarray  # same-class pairs are not negatives in DAMSM
+    sent: torch.Tensor
+    sent_raw: torch.Tensor
+    words: torch.Tensor
+    mask: torch.Tensor
+    z: torch.Tensor
+    eps: torch.Tensor
 
 
 class AttnGANTrainer(Trainer):
@@ -159,16 +177,23 @@ class AttnGANTrainer(Trainer):
         return z, eps
 
     # ------------------------------------------------------------------ one iteration
-    def run_step(self, batch) -> dict:
+    def step_inputs(self, batch) -> StepInputs:
+        """The official ``prepare_data`` plus the step's noise, with the networks in train mode:
+        what every family on AttnGAN's iteration starts from."""
         imgs, caps, lens, _keys, class_ids = batch[:5]
-        m = self.mcfg
         self.netG.train(), self.netsD.train()
         reals = [x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) for x in imgs]
         lens = torch.as_tensor(lens)
         sent, sent_raw, words, mask = self.encode(caps, lens)
-        class_ids = torch.as_tensor(class_ids).numpy()  # same-class pairs are not negatives in DAMSM
-        B = sent.shape[0]
-        z, eps = self.step_noise(B)
+        z, eps = self.step_noise(sent.shape[0])
+        return StepInputs(reals, caps, lens, torch.as_tensor(class_ids).numpy(), sent, sent_raw, words, mask, z, eps)
+
+    def run_step(self, batch) -> dict:
+        m = self.mcfg
+        s = self.step_inputs(batch)
+        reals, lens, class_ids, sent, sent_raw, words, mask = (s.reals, s.lens, s.class_ids, s.sent, s.sent_raw,
+                                                               s.words, s.mask)
+        z, eps = s.z, s.eps
         # record_function labels: the phases in profiles (benchmarks/bench_attngan_step.py)
         with self.autocast(), record_function("attngan: G forward"):
             fake_imgs, _, mu, logvar = self.G(z, sent, words, mask, eps, return_attention=False)

@@ -65,25 +65,22 @@ class DRGANTrainer(attngan.AttnGANTrainer):
         return _DiscriminatorLoss(self.netsD, self.mcfg)
 
     def run_step(self, batch) -> dict:
-        imgs, caps, lens, _keys, class_ids = batch[:5]
         m = self.mcfg
-        self.netG.train(), self.netsD.train()
-        reals = [x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) for x in imgs]
-        lens = torch.as_tensor(lens)
-        sent, sent_raw, words, mask = self.encode(caps, lens)
-        B = sent.shape[0]
-        z, eps = self.step_noise(B)
-        dnm_noise = torch.randn(len(self.netsD), 4, B, m.condition_dim, generator=self.step_generator(3)).to(self.device)
+        s = self.step_inputs(batch)
+        sent, words, reals = s.sent, s.words, s.reals
+        dnm_noise = torch.randn(len(self.netsD), 4, sent.shape[0], m.condition_dim,
+                                generator=self.step_generator(3)).to(self.device)
         with self.autocast():
-            fake_imgs, _, mu, logvar, sdm = self.G(z, sent, words, mask, eps, return_attention=False, real_imgs=reals)
+            fake_imgs, _, mu, logvar, sdm = self.G(s.z, sent, words, s.mask, s.eps, return_attention=False,
+                                                   real_imgs=reals)
             errD, d_parts = self.D_loss(reals, fake_imgs, sent, dnm_noise)
         self.optimizer_step("D", errD)
 
         with self.no_sync(self.D_loss):
             with self.autocast():
                 errG, g_parts = generator_loss(
-                    self.netsD, self.image_encoder, fake_imgs, words, sent_raw, lens, sdm,
-                    torch.as_tensor(class_ids).numpy(), m.lambda_damsm, m.draft, m.lambda_sdl_h, m.lambda_sdl_q,
+                    self.netsD, self.image_encoder, fake_imgs, words, s.sent_raw, s.lens, sdm,
+                    s.class_ids, m.lambda_damsm, m.draft, m.lambda_sdl_h, m.lambda_sdl_q,
                     m.lambda_rirm, m.gamma1, m.gamma2, m.gamma3, adversarial_sentence=sent)
                 kl = kl_loss(mu, logvar)
                 errG = errG + kl

@@ -125,17 +125,12 @@ class MirrorGANTrainer(AttnGANTrainer):
             self.stream = load_stream(o.get("stream"), self.vocab, self.device)
 
     def run_step(self, batch) -> dict:
-        imgs, caps, lens, _keys, class_ids = batch[:5]
         m = self.mcfg
-        self.netG.train(), self.netsD.train()
-        reals = [x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) for x in imgs]
-        lens = torch.as_tensor(lens)
-        sent, sent_raw, words, mask = self.encode(caps, lens)
-        B = sent.shape[0]
-        z, eps = self.step_noise(B)
+        s = self.step_inputs(batch)
+        sent, sent_raw, words, lens = s.sent, s.sent_raw, s.words, s.lens
         with self.autocast():
-            fake_imgs, _, mu, logvar = self.G(z, sent, words, mask, eps, return_attention=False)
-            errD, d_parts = self.D_loss(reals, fake_imgs, sent)
+            fake_imgs, _, mu, logvar = self.G(s.z, sent, words, s.mask, s.eps, return_attention=False)
+            errD, d_parts = self.D_loss(s.reals, fake_imgs, sent)
         self.optimizer_step("D", errD)
 
         last = fake_imgs[len(self.netsD) - 1]
@@ -143,12 +138,12 @@ class MirrorGANTrainer(AttnGANTrainer):
             with self.autocast():
                 adv = {f"g_loss{i}": adversarial_g_loss(netD, fake_imgs[i], sent) for i, netD in enumerate(self.netsD)}
                 cap = m.lambda_caption * caption_loss(self.stream.caption_cnn, self.stream.caption_rnn, last,
-                                                      caps.to(self.device), lens)
+                                                      s.caps.to(self.device), lens)
                 kl = kl_loss(mu, logvar)
                 errG = sum(adv.values()) + cap + kl
                 if m.lambda_damsm:
-                    w_loss, s_loss = damsm_g_loss(self.image_encoder, last, words, sent_raw, lens,
-                                                  torch.as_tensor(class_ids).numpy(), m.gamma1, m.gamma2, m.gamma3)
+                    w_loss, s_loss = damsm_g_loss(self.image_encoder, last, words, sent_raw, lens, s.class_ids,
+                                                  m.gamma1, m.gamma2, m.gamma3)
                     errG = errG + m.lambda_damsm * (w_loss + s_loss)
             self.optimizer_step("G", errG, inputs=[p for p in self.netG.parameters() if p.requires_grad])
         out = {"errD": errD.item(), "errG": errG.item(), "cap_loss": cap.item(), "kl_loss": kl.item()}
