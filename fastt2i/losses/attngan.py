@@ -37,8 +37,15 @@ def discriminator_loss(netD, real_imgs: torch.Tensor, fake_imgs: torch.Tensor, c
     B = real_imgs.shape[0]
     if B < 2:
         raise ValueError(f"discriminator_loss: the mismatched pairs need a batch of >= 2, got {B}")
-    real_features = netD(real_imgs)
-    fake_features = netD(fake_imgs.detach())
+    return discriminator_heads_loss(netD, netD(real_imgs), netD(fake_imgs.detach()), conditions)
+
+
+def discriminator_heads_loss(netD, real_features: torch.Tensor, fake_features: torch.Tensor,
+                             conditions: torch.Tensor):
+    """The heads' part of one stage's D loss, on D features already computed: conditional BCE on
+    real, fake and mismatched (real image, next caption) pairs, and with an unconditional head
+    (real + cond_real) / 2 + (fake + cond_fake + cond_wrong) / 3; returns (errD, parts)."""
+    B = real_features.shape[0]
     parts = {
         "cond_real": _bce(netD.COND_DNET.logits(real_features, conditions), 1.0),
         "cond_fake": _bce(netD.COND_DNET.logits(fake_features, conditions), 0.0),

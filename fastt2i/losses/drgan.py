@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attngan import _bce, adversarial_g_loss, damsm_g_loss, kl_loss
+from .attngan import adversarial_g_loss, damsm_g_loss, discriminator_heads_loss, kl_loss
 from .conditional_gan import _wide  # half precision reduced in float32
 
 
@@ -127,18 +127,7 @@ def discriminator_loss(netD, real_imgs: torch.Tensor, fake_imgs: torch.Tensor, s
     real_rec, mu_r, logvar_r = netD.normalise(real_src, sent_emb, noise[0], noise[1])
     fake_h, fake_src = netD.features(fake_imgs.detach())
     fake_rec, mu_f, logvar_f = netD.normalise(fake_src, sent_emb, noise[2], noise[3])
-    parts = {
-        "cond_real": _bce(netD.COND_DNET.logits(real_h, sent_emb), 1.0),
-        "cond_fake": _bce(netD.COND_DNET.logits(fake_h, sent_emb), 0.0),
-        "cond_wrong": _bce(netD.COND_DNET.logits(real_h[:B - 1], sent_emb[1:B]), 0.0),
-    }
-    if netD.UNCOND_DNET is not None:
-        parts["real"] = _bce(netD.UNCOND_DNET.logits(real_h), 1.0)
-        parts["fake"] = _bce(netD.UNCOND_DNET.logits(fake_h), 0.0)
-        errD = ((parts["real"] + parts["cond_real"]) / 2.0
-                + (parts["fake"] + parts["cond_fake"] + parts["cond_wrong"]) / 3.0)
-    else:
-        errD = parts["cond_real"] + (parts["cond_fake"] + parts["cond_wrong"]) / 2.0
+    errD, parts = discriminator_heads_loss(netD, real_h, fake_h, sent_emb)
     parts["dnm_rec"] = lambda_rec * (F.mse_loss(_wide(real_rec), _wide(real64).to(_wide(real_rec).dtype))
                                      + F.mse_loss(_wide(fake_rec), _wide(fake64.detach()).to(_wide(fake_rec).dtype)))
     kl_real = kl_loss(mu_r, logvar_r)
