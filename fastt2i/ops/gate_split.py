@@ -173,7 +173,7 @@ if triton is not None:
         dl, dx = torch.empty_like(gate_logits), torch.empty_like(x)
         B, C, S = _sizes(x)
         flags = dict(HAS_DK=dk is not None, HAS_DN=dn is not None)
-        dk, dn = (x if dk is None else dk), (x if dn is None else dn)  # unread placeholders
+        dk, dn = (x if dk is None else dk), (x if dn is None else dn)  # any tensor: the kernel reads neither when HAS_DK / HAS_DN is false
         layout = _layout_code(gate_logits, x)
         if x.numel() == 0:
             dl.zero_()  # no channels: the channel sums are zero
