@@ -247,7 +247,7 @@ def run_lua(m: TorchObject, x):
         return x.unsqueeze(f["dim"] - 1).expand(*x.shape[:f["dim"] - 1], f["nfeatures"], *x.shape[f["dim"] - 1:])
     if name == "View":
         return x.reshape(x.shape[0])
-    raise NotImplementedError(name)
+    raise ValueError(f"the test interpreter of Lua nn trees has no rule for nn.{name}")
 
 
 # ----------------------------------------------------------------------------- the reader
