@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import Case, backend_provider, fused_backends
+from benchmarks.common import Case, backend_provider, fused_backends, interleaved_step_ms
 from fastt2i import ops
 
 GPU_BATCH, CPU_BATCH = 20, 2
@@ -156,17 +156,7 @@ def _interleaved(names: list[str], B: int, steps: int, device: str) -> dict:
         make = official_closure(B, device) if fast is None else fastt2i_closure(B, device, *fast)
         with ops.use_backend(backend):
             fns[name] = (backend, make())
-            fns[name][1]()  # warm-up
-    times = {n: [] for n in names}
-    for _ in range(steps):
-        for name, (backend, fn) in fns.items():
-            with ops.use_backend(backend):
-                t0 = time.perf_counter()
-                fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-    return {n: 1e3 * statistics.median(t) for n, t in times.items()}
+    return interleaved_step_ms(fns, steps, device)
 
 
 def _profile(B: int, device: str) -> str:

@@ -37,6 +37,7 @@ import time
 
 import torch
 
+from benchmarks.common import interleaved_step_ms
 from fastt2i import ops
 
 WORDS = 18
@@ -207,19 +208,8 @@ def interleaved(names, B, steps, device, model="mirrorgan"):
     for name in names:
         backend, fast = PROVIDERS[name]
         with ops.use_backend(backend):
-            fn = official(B, device) if fast is None else fastt2i(B, device, *fast)
-            fn(), fn()  # warm-up: the second call still pays one-off costs (optimizer state, oneDNN primitives)
-            fns[name] = (backend, fn)
-    times = {n: [] for n in names}
-    for _ in range(steps):
-        for name, (backend, fn) in fns.items():
-            with ops.use_backend(backend):
-                t0 = time.perf_counter()
-                fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-    return {n: 1e3 * statistics.median(t) for n, t in times.items()}
+            fns[name] = (backend, official(B, device) if fast is None else fastt2i(B, device, *fast))
+    return interleaved_step_ms(fns, steps, device)
 
 
 def profile_glam(B, S, device, reps):

@@ -12,6 +12,8 @@ case in the same process and reports ratios against ``eager`` and ``compile``.
 from __future__ import annotations
 
 import contextlib
+import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -125,3 +127,26 @@ def no_tf32():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def interleaved_step_ms(fns: dict, steps: int, device: str, warmup: int = 2) -> dict:
+    """Median ms per provider of ``fns`` ({name: (backend, step closure)}), their steps alternating in
+    one process so that a shared machine's load changes for every provider alike.  ``warmup`` calls
+    each first: the second step of a training closure still pays one-off costs (optimizer state,
+    oneDNN primitives)."""
+    from fastt2i import ops
+
+    for backend, fn in fns.values():
+        with ops.use_backend(backend):
+            for _ in range(warmup):
+                fn()
+    times = {n: [] for n in fns}
+    for _ in range(steps):
+        for name, (backend, fn) in fns.items():
+            with ops.use_backend(backend):
+                t0 = time.perf_counter()
+                fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    return {n: 1e3 * statistics.median(t) for n, t in times.items()}

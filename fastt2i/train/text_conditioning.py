@@ -56,3 +56,21 @@ def standardize(sent: torch.Tensor, norm: tuple | None) -> torch.Tensor:
         return sent
     mean, std = (t.to(sent.device) for t in norm)
     return (sent - mean) / std
+
+
+class FrozenTextEncoderState:
+    """Checkpoint contents of a trainer conditioned on the frozen DAMSM text encoder (DF-GAN,
+    AttnGAN and the families built on it): the encoder and the sentence standardisation, so a
+    checkpoint samples with the conditioning it was trained with.  Mixed in before ``Trainer``."""
+
+    def extra_state(self) -> dict:
+        return {
+            "text_encoder": self.text_encoder.state_dict(),
+            "text_encoder_config": {"words_num": self.mcfg.words_num},
+            "sentence_norm": None if self.sentence_norm is None else [t.cpu() for t in self.sentence_norm],
+        }
+
+    def load_extra_state(self, meta: dict, path: str) -> None:
+        load_state_dict_checked(self.text_encoder, meta["text_encoder"], f"{path}: text_encoder")
+        norm = meta.get("sentence_norm")
+        self.sentence_norm = None if norm is None else tuple(t.to(self.device) for t in norm)

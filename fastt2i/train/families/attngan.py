@@ -42,7 +42,7 @@ from ..attention_maps import save_attention_figure
 from ..core import Trainer
 from ..images import save_grid
 from ..registry import Family, register_family
-from ..text_conditioning import frozen_text_encoder, sentence_statistics, standardize
+from ..text_conditioning import FrozenTextEncoderState, frozen_text_encoder, sentence_statistics, standardize
 
 
 def image_encoder_path(text_encoder_path: str | None) -> str | None:
@@ -95,7 +95,7 @@ class StepInputs:
     eps: torch.Tensor
 
 
-class AttnGANTrainer(Trainer):
+class AttnGANTrainer(FrozenTextEncoderState, Trainer):
     family = "attngan"
     title = "AttnGAN"
     layout = CHECKPOINT_LAYOUT
@@ -247,19 +247,6 @@ class AttnGANTrainer(Trainer):
         if att:
             save_attention_figure(os.path.splitext(path)[0] + "_attention.png", images[:len(att)], att, words)
         return path
-
-    # ------------------------------------------------------------------ checkpoint
-    def extra_state(self) -> dict:
-        return {
-            "text_encoder": self.text_encoder.state_dict(),
-            "text_encoder_config": {"words_num": self.mcfg.words_num},
-            "sentence_norm": None if self.sentence_norm is None else [t.cpu() for t in self.sentence_norm],
-        }
-
-    def load_extra_state(self, meta: dict, path: str) -> None:
-        load_state_dict_checked(self.text_encoder, meta["text_encoder"], f"{path}: text_encoder")
-        norm = meta.get("sentence_norm")
-        self.sentence_norm = None if norm is None else tuple(t.to(self.device) for t in norm)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from ..core import Trainer
 from ..images import save_grid
 from ..registry import Family, register_family
 from ..sampling import caption_embeddings, generate, truncated_noise
-from ..text_conditioning import frozen_text_encoder, sentence_statistics, standardize
+from ..text_conditioning import FrozenTextEncoderState, frozen_text_encoder, sentence_statistics, standardize
 
 
 def hinge_d(output: torch.Tensor, negative: bool) -> torch.Tensor:
@@ -36,7 +36,7 @@ def hinge_d(output: torch.Tensor, negative: bool) -> torch.Tensor:
     return F.relu(1.0 + out).mean() if negative else F.relu(1.0 - out).mean()
 
 
-class DFGANTrainer(Trainer):
+class DFGANTrainer(FrozenTextEncoderState, Trainer):
     family = "dfgan"
     title = "DF-GAN"
     layout = CHECKPOINT_LAYOUT
@@ -120,19 +120,6 @@ class DFGANTrainer(Trainer):
         sent = self.normalize_sentence(caption_embeddings(self.text_encoder, self.vocab, captions, self.device))
         with self.autocast():
             return generate(self.ema if self.ema is not None else self.netG, sent, noise)
-
-    # ------------------------------------------------------------------ checkpoint
-    def extra_state(self) -> dict:
-        return {
-            "text_encoder": self.text_encoder.state_dict(),
-            "text_encoder_config": {"words_num": self.mcfg.words_num},
-            "sentence_norm": None if self.sentence_norm is None else [t.cpu() for t in self.sentence_norm],
-        }
-
-    def load_extra_state(self, meta: dict, path: str) -> None:
-        load_state_dict_checked(self.text_encoder, meta["text_encoder"], f"{path}: text_encoder")
-        norm = meta.get("sentence_norm")
-        self.sentence_norm = None if norm is None else tuple(t.to(self.device) for t in norm)
 
 
 # ----------------------------------------------------------------------------- sampling from files
