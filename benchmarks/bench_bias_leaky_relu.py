@@ -51,4 +51,24 @@ def cases(device: str, quick: bool) -> list[Case]:
                 out.append(Case(op="bias_leaky_relu", name=f"{label} B{B} C{C} {H}x{H} float32"
                                 f" {'NHWC' if channels_last else 'NCHW'}", mode=mode, providers=providers,
                                 bytes=(2 if mode == "forward" else 5) * numel * 4))
+    if device == "cpu":
+        out.append(_call_cost_case())
     return out
+
+
+def _call_cost_case() -> Case:
+    """The cost of one call, on a 1-element tensor: what the op adds to a small activation beyond its
+    bytes (Python validation, dispatch, autograd.Function) against ATen's C++ binding of leaky_relu.
+    Not a kernel target (op name ``call_cost``); bias_leaky_relu's no-bias rows are read against it."""
+    def make(fn):
+        def closure():
+            x = torch.randn(1)
+            return lambda: fn(x, None, 0.2)
+        return closure
+
+    eager = make(lambda x, bias, slope: torch.nn.functional.leaky_relu(x, slope))
+    providers = {"eager": eager}
+    for backend in fused_backends("cpu"):
+        providers[backend] = backend_provider(backend, make(ops.bias_leaky_relu))
+    return Case(op="call_cost", name="bias_leaky_relu vs F.leaky_relu, 1 element", mode="forward",
+                providers=providers)

@@ -189,6 +189,22 @@ def available_backends() -> list[str]:
 def refresh_available_backends() -> None:
     global _available
     _available = tuple(row.name for row in BACKEND_TABLE if not row.missing())
+    _auto_rows.clear()
+
+
+# device type -> the rows ``auto`` may take for it that can run in this process, in table order
+_auto_rows: dict = {}
+
+
+def _auto_candidates(device_type: str) -> tuple:
+    rows = _auto_rows.get(device_type)
+    if rows is None:
+        available_backends()
+        rows = tuple(row for row in BACKEND_TABLE
+                     if (row.auto_devices is None or device_type in row.auto_devices) and row.name in _available
+                     and (row.devices() is None or device_type in row.devices()))
+        _auto_rows[device_type] = rows
+    return rows
 
 
 # ----------------------------------------------------------------------------- per-op dispatch
@@ -224,6 +240,7 @@ class OpDispatch:
     name: str
     op: str = ""
     unsupported_reasons: dict = field(default_factory=dict)
+    _ops: dict = field(default_factory=dict, repr=False)
 
     def register(self, backend: str, unsupported_reasons: UnsupportedReasons | None = None) -> None:
         """``backend`` implements this op; ``unsupported_reasons(*args)`` lists why it cannot
@@ -239,9 +256,13 @@ class OpDispatch:
 
     def fused_ops(self, backend: str):
         """(forward, backward) compiled ops of ``backend`` (a backend with an op suffix)."""
-        suffix = _BY_NAME[backend].op_suffix
-        namespace = torch.ops.fastt2i
-        return getattr(namespace, f"{self.op}_fwd{suffix}"), getattr(namespace, f"{self.op}_bwd{suffix}")
+        found = self._ops.get(backend)
+        if found is None:  # looked up once: torch.ops attribute access costs about 1 us per call
+            suffix = _BY_NAME[backend].op_suffix
+            namespace = torch.ops.fastt2i
+            found = getattr(namespace, f"{self.op}_fwd{suffix}"), getattr(namespace, f"{self.op}_bwd{suffix}")
+            self._ops[backend] = found
+        return found
 
     def reasons(self, backend: str, device: torch.device, *args, **kwargs) -> list[str]:
         if backend not in self.unsupported_reasons:
@@ -260,7 +281,15 @@ class OpDispatch:
             if why:
                 raise ValueError(f"{self.name}: backend {requested!r} cannot run these inputs: " + "; ".join(why))
             return requested
-        collected = {}
+        # fast path (this runs on every call of every op): the available rows for this device,
+        # asked only what depends on the inputs
+        for row in _auto_candidates(device.type):
+            op_reasons = self.unsupported_reasons.get(row.name)
+            if op_reasons is None or (not row.float64 and _float64_reasons(row.name, args)):
+                continue
+            if not op_reasons(*args, **kwargs):
+                return row.name
+        collected = {}  # none can: say why for each
         for row in BACKEND_TABLE:
             if row.auto_devices is not None and device.type not in row.auto_devices:
                 continue

@@ -63,6 +63,26 @@ def check_backend(backend, shape, dtype, layout, with_bias, slope=0.2):
         assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_inference_call_skips_autograd(backend, layout, with_bias):
+    """Without gradients the op calls its kernel directly: same values and layout, no graph."""
+    x, bias = make_inputs((2, 17, 5, 3), torch.float32, layout, backend_device(backend))
+    bias = bias if with_bias else None
+    want = ops.bias_leaky_relu_reference(x, bias, 0.2)
+    with ops.use_backend(backend):
+        plain = ops.bias_leaky_relu(x, bias, 0.2)
+        with torch.no_grad():
+            no_grad = ops.bias_leaky_relu(x.clone().requires_grad_(), bias, 0.2)
+        tracked = ops.bias_leaky_relu(x.clone().requires_grad_(), bias, 0.2)
+    for got in (plain, no_grad, tracked):
+        assert_rel_close(got, want, TOL[torch.float32], backend)
+    assert plain.grad_fn is None and no_grad.grad_fn is None and tracked.grad_fn is not None
+    if layout == "channels_last":
+        assert plain.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("backend", sweep_backends())
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("layout", LAYOUTS)

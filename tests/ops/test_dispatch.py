@@ -62,6 +62,38 @@ def test_auto_picks_compiled_cpu_for_cpu_tensors():
     assert choice == ("cpu" if "cpu" in ops.available_backends() else "reference")
 
 
+def test_auto_falls_back_when_the_compiled_kernel_refuses_the_input():
+    """The fast path of ``auto`` asks each op's reasons per call: T > 64 words goes to the reference."""
+    from fastt2i.ops.word_region_attention import DISPATCH, MAX_WORDS
+
+    regions = torch.randn(1, 4, 2, 2)
+    fits, too_long = torch.randn(1, 4, MAX_WORDS), torch.randn(1, 4, MAX_WORDS + 1)
+    compiled = "cpu" if "cpu" in ops.available_backends() else "reference"
+    assert DISPATCH.select(regions.device, regions, fits, None) == compiled
+    assert DISPATCH.select(regions.device, regions, too_long, None) == "reference"
+    assert DISPATCH.select(regions.device, regions, fits, None) == compiled
+
+
+def test_refreshing_the_backends_refreshes_auto(monkeypatch):
+    x = torch.randn(1, 2, 3, 3)
+    from fastt2i.ops.df_affine import DISPATCH
+
+    args = (x, torch.ones(1, 1, 2), torch.ones(1, 1, 2))
+    before = DISPATCH.select(x.device, *args)
+    monkeypatch.setattr(_backend, "_extension_missing", lambda: "pretend the extension is missing")
+    monkeypatch.setattr(_backend, "BACKEND_TABLE", tuple(
+        row if row.name != "cpu" else _backend.Backend(row.name, row.devices, row.devices_text, row.auto_devices,
+                                                       row.op_suffix, row.float64, _backend._extension_missing)
+        for row in _backend.BACKEND_TABLE))
+    _backend.refresh_available_backends()
+    try:
+        assert DISPATCH.select(x.device, *args) == "reference"
+    finally:
+        monkeypatch.undo()
+        _backend.refresh_available_backends()
+    assert DISPATCH.select(x.device, *args) == before
+
+
 def test_explicit_backend_that_cannot_take_the_input_lists_reasons():
     if "cpu" not in ops.available_backends():
         pytest.skip("extension not built")
