@@ -168,7 +168,10 @@ class _BiasLeakyReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (y,) = ctx.saved_tensors
-        dx = _BiasLeakyReLUGrad.apply(grad_out, y, ctx.negative_slope, ctx.backend)
+        if torch.is_grad_enabled():  # create_graph: the gradient is itself differentiable
+            dx = _BiasLeakyReLUGrad.apply(grad_out, y, ctx.negative_slope, ctx.backend)
+        else:  # a plain backward: the kernel alone
+            dx = DISPATCH.fused_ops(ctx.backend)[1](_like(grad_out, y), y, ctx.negative_slope)
         db = None
         if ctx.needs_input_grad[1]:
             dims = [0] + list(range(2, y.dim()))

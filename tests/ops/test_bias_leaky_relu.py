@@ -83,6 +83,26 @@ def test_inference_call_skips_autograd(backend, layout, with_bias):
         assert plain.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_plain_backward(backend, layout, with_bias):
+    """A backward without create_graph (the kernel alone, no graph of the gradient) gives the same grads."""
+    device = backend_device(backend)
+    x, bias = make_inputs((2, 17, 5, 3), torch.float32, layout, device)
+    bias = bias if with_bias else None
+    grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(3)).to(device)
+    leaves = lambda: [t.detach().clone().requires_grad_() for t in (x, bias) if t is not None]  # noqa: E731
+    want_in, got_in = leaves(), leaves()
+    call = lambda fn, leaf: fn(leaf[0], leaf[1] if with_bias else None, 0.2)  # noqa: E731
+    call(ops.bias_leaky_relu_reference, want_in).backward(grad_out)
+    with ops.use_backend(backend):
+        call(ops.bias_leaky_relu, got_in).backward(grad_out)
+    for got, want in zip(got_in, want_in):
+        assert_rel_close(got.grad, want.grad, TOL[torch.float32], backend)
+        assert got.grad.grad_fn is None
+
+
 @pytest.mark.parametrize("backend", sweep_backends())
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
