@@ -4,9 +4,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
@@ -25,6 +26,18 @@ constexpr int64_t kDamsmChunkElements = int64_t(1) << 24;  // as _CHUNK_ELEMENTS
 // Images per chunk, so that the (images, N, P) intermediates stay bounded.
 inline int64_t damsm_chunk_images(int64_t M, int64_t N, int64_t P) {
   return std::max<int64_t>(1, std::min<int64_t>(M, kDamsmChunkElements / std::max<int64_t>(1, N * P)));
+}
+
+// out = a @ b, or out += a @ b with accumulate; 2-D, or 3-D batched; a and b may be transposed views.
+// Each backend passes the GEMM it runs (the CPU kernels may take oneDNN's, see cpu/damsm.cpp).
+using DamsmGemm = void (*)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool accumulate);
+
+inline void damsm_aten_gemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool accumulate) {
+  auto o = out;
+  if (out.dim() == 2)
+    accumulate ? (void)o.addmm_(a, b) : (void)at::mm_out(o, a, b);
+  else
+    accumulate ? (void)o.baddbmm_(a, b) : (void)at::bmm_out(o, a, b);
 }
 
 // max_words > 0: the backend's limit on T.
@@ -111,7 +124,7 @@ struct DamsmForwardChunk {
 };
 
 inline DamsmForwardChunk damsm_forward_chunk(const DamsmPacked& p, const DamsmSaved& saved, const at::Tensor& e2,
-                                             int64_t j0, int64_t mc, bool save) {
+                                             int64_t j0, int64_t mc, bool save, DamsmGemm gemm = damsm_aten_gemm) {
   const int64_t D = p.D, N = p.N, P = p.P;
   DamsmForwardChunk k;
   k.vt = p.vt.narrow(0, j0, mc);  // (mc, N, D)
@@ -119,13 +132,12 @@ inline DamsmForwardChunk damsm_forward_chunk(const DamsmPacked& p, const DamsmSa
     k.s = saved.alpha.narrow(0, j0 * N * P, mc * N * P).view({mc, N, P});
     k.beta = saved.beta.narrow(0, j0 * N * P, mc * N * P).view({mc, N, P});
     k.c = saved.c.narrow(0, j0 * P * D, mc * P * D).view({mc, P, D});
-    auto s2 = k.s.view({mc * N, P});
-    at::mm_out(s2, k.vt.reshape({mc * N, D}), e2);
   } else {
-    k.s = at::mm(k.vt.reshape({mc * N, D}), e2).view({mc, N, P});
+    k.s = at::empty({mc, N, P}, p.vt.options());
     k.beta = k.s;
     k.c = at::empty({mc, P, D}, p.vt.options());
   }
+  gemm(k.vt.reshape({mc * N, D}), e2, k.s.view({mc * N, P}), false);
   return k;
 }
 
@@ -177,12 +189,17 @@ inline DamsmBackwardChunk damsm_backward_chunk(const DamsmPacked& p, const Damsm
 }
 
 // After stage C: h = dL/dS (mc, N, P), g = dL/dcontext with the cosine term of the words removed.
+// dL/dregions of image j is g_j^T beta_j^T + E^T h_j^T (D, N): computed as its transpose, rows (mc*N, D),
+// with one GEMM over all the chunk's images for h E (E shared) and one batched GEMM adding beta_j g_j,
+// then transposed into (mc, D, N) once; dL/dwords gets h^T V, one GEMM over all the chunk's regions.
 inline void damsm_backward_accumulate(const DamsmPacked& p, DamsmGrads& grads, const DamsmBackwardChunk& k,
-                                      const at::Tensor& e2, const at::Tensor& h, int64_t j0, int64_t mc) {
-  auto gv = grads.g_v.narrow(0, j0, mc);
-  at::bmm_out(gv, k.g.transpose(1, 2), k.beta.transpose(1, 2));
-  gv.add_(at::matmul(e2, h.transpose(1, 2)));
-  grads.g_e.addmm_(h.view({mc * p.N, p.P}).t(), k.vt.reshape({mc * p.N, p.D}));
+                                      const at::Tensor& h, int64_t j0, int64_t mc, DamsmGemm gemm = damsm_aten_gemm) {
+  const int64_t N = p.N, D = p.D, P = p.P;
+  auto rows = at::empty({mc, N, D}, p.vt.options());
+  gemm(h.view({mc * N, P}), p.erows, rows.view({mc * N, D}), false);
+  gemm(k.beta, k.g, rows, true);
+  grads.g_v.narrow(0, j0, mc).copy_(rows.transpose(1, 2));
+  gemm(h.view({mc * N, P}).t(), k.vt.reshape({mc * N, D}), grads.g_e, true);
 }
 
 // dL/dwords (B, D, T) with zeros at the padding, dL/dregions like regions.
