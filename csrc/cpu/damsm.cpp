@@ -265,7 +265,7 @@ void softmax_backward_image(const acc_t* alpha, const acc_t* beta, acc_t* h, acc
 
 Packed pack(const at::Tensor& words, const at::Tensor& lengths, const at::Tensor& regions) {
   damsm_check_inputs(words, lengths, regions, /*max_words=*/0);
-  return damsm_pack(words, lengths.contiguous(), regions);
+  return damsm_pack(words, lengths.contiguous(), regions, /*regions_as_rows=*/false);
 }
 
 }  // namespace
@@ -277,14 +277,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cpu(
     double gamma2_d, bool save) {
   const auto p = pack(words, lengths, regions);
   const int64_t B = p.B, D = p.D, N = p.N, M = p.M, P = p.P;
-  auto scores = at::empty({M, B}, p.vt.options());
+  auto scores = at::empty({M, B}, p.erows.options());
   const auto saved = damsm_saved_buffers(p, save);
   const auto e2 = p.erows.t();  // (D, P)
   const int64_t chunk = damsm_chunk_images(M, N, P);
   for (int64_t j0 = 0; j0 < M; j0 += chunk) {
     const int64_t mc = std::min(chunk, M - j0);
     const auto k = damsm_forward_chunk(p, saved, e2, j0, mc, save, gemm);
-    const auto &vt = k.vt, &s = k.s, &beta = k.beta, &c = k.c;
+    const auto &v = k.v, &s = k.s, &beta = k.beta, &c = k.c;
     AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "damsm_attention_softmaxes_cpu", [&] {
       scalar_t* sp = s.mutable_data_ptr<scalar_t>();
       scalar_t* bp = beta.mutable_data_ptr<scalar_t>();
@@ -296,7 +296,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> damsm_word_fwd_cpu(
                                               buf.data() + 2 * P);
       });
     });
-    gemm(beta.transpose(1, 2), vt, c, false);  // contexts (mc, P, D)
+    gemm(beta.transpose(1, 2), v.transpose(1, 2), c, false);  // contexts (mc, P, D)
     AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "damsm_cosine_logsumexp_cpu", [&] {
       const scalar_t* cp = c.const_data_ptr<scalar_t>();
       const scalar_t* ep = p.erows.const_data_ptr<scalar_t>();
@@ -322,7 +322,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cpu(const at::Tensor& grad_sco
   const auto p = pack(words, lengths, regions);
   const int64_t B = p.B, T = p.T, D = p.D, N = p.N, M = p.M, P = p.P;
   damsm_check_backward(p, grad_scores, alpha_flat, beta_flat, c_flat, /*require_cuda=*/false);
-  const auto acc_type = p.vt.scalar_type();
+  const auto acc_type = p.erows.scalar_type();
   const auto grad = grad_scores.to(acc_type).contiguous();
   auto grads = damsm_backward_grads(p);
   const int64_t chunk = damsm_chunk_images(M, N, P);
@@ -330,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cpu(const at::Tensor& grad_sco
     const int64_t mc = std::min(chunk, M - j0);
     const auto k = damsm_backward_chunk(p, grads, alpha_flat, beta_flat, c_flat, j0, mc);
     // k.g = dL/dcontexts; k.k1, k.k2, k.cs: the per-word coefficients (WordCoefficients).
-    const auto &vt = k.vt, &a = k.a, &beta = k.beta, &c = k.c, &grad_c = k.g;
+    const auto &v = k.v, &a = k.a, &beta = k.beta, &c = k.c, &grad_c = k.g;
     const auto &context_coef = k.k1, &word_coef = k.k2, &grad_dot_context = k.cs;
     AT_DISPATCH_FLOATING_TYPES(acc_type, "damsm_cosine_logsumexp_backward_cpu", [&] {
       const scalar_t* cp = c.const_data_ptr<scalar_t>();
@@ -352,8 +352,8 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cpu(const at::Tensor& grad_sco
         }
       });
     });
-    auto h = at::empty({mc, N, P}, vt.options());  // dL/dbeta
-    gemm(vt, grad_c.transpose(1, 2), h, false);
+    auto h = at::empty({mc, N, P}, v.options());  // dL/dbeta
+    gemm(v.transpose(1, 2), grad_c.transpose(1, 2), h, false);
     AT_DISPATCH_FLOATING_TYPES(acc_type, "damsm_softmax_backward_cpu", [&] {
       const scalar_t* ap = a.const_data_ptr<scalar_t>();
       const scalar_t* bp = beta.const_data_ptr<scalar_t>();
