@@ -28,7 +28,8 @@ inline int64_t damsm_chunk_images(int64_t M, int64_t N, int64_t P) {
   return std::max<int64_t>(1, std::min<int64_t>(M, kDamsmChunkElements / std::max<int64_t>(1, N * P)));
 }
 
-// out = a @ b, or out += a @ b with accumulate; 2-D, or 3-D batched; a and b may be transposed views.
+// out = a @ b, or out += a @ b with accumulate; 2-D, or 3-D batched; a and b may be transposed views, and
+// expanded ones (batch stride 0: an operand shared by all images).
 // Each backend passes the GEMM it runs (the CPU kernels may take oneDNN's, see cpu/damsm.cpp).
 using DamsmGemm = void (*)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool accumulate);
 
@@ -148,7 +149,7 @@ inline DamsmForwardChunk damsm_forward_chunk(const DamsmPacked& p, const DamsmSa
   if (k.vt.defined()) {
     gemm(k.vt.reshape({mc * N, D}), e2, k.s.view({mc * N, P}), false);
   } else {
-    for (int64_t j = 0; j < mc; ++j) gemm(k.v[j].t(), e2, k.s[j], false);
+    gemm(k.v.transpose(1, 2), e2.expand({mc, D, P}), k.s, false);
   }
   return k;
 }
@@ -207,8 +208,8 @@ inline DamsmBackwardChunk damsm_backward_chunk(const DamsmPacked& p, const Damsm
 // dL/dregions of image j: g_j^T beta_j^T + E^T h_j^T (D, N); dL/dwords: sum_j h_j^T V_j^T.
 // With regions_as_rows the first is computed as its transpose, rows (mc*N, D): one GEMM over all the chunk's
 // images for h E and one batched GEMM adding beta_j g_j, transposed into (mc, D, N) once; dL/dwords is one
-// GEMM over all the chunk's regions.  Without, in place: one batched GEMM and one GEMM per image for E^T h_j^T
-// and for V_j h_j (dL/dwords transposed, (D, P)).
+// GEMM over all the chunk's regions.  Without, in place: two batched GEMMs (E^T shared), and dL/dwords
+// transposed, (D, P), as a sum of one GEMM per image V_j h_j.
 inline void damsm_backward_accumulate(const DamsmPacked& p, DamsmGrads& grads, const DamsmBackwardChunk& k,
                                       const at::Tensor& h, int64_t j0, int64_t mc, DamsmGemm gemm = damsm_aten_gemm) {
   const int64_t N = p.N, D = p.D, P = p.P;
@@ -221,12 +222,9 @@ inline void damsm_backward_accumulate(const DamsmPacked& p, DamsmGrads& grads, c
     gemm(h.view({mc * N, P}).t(), k.vt.reshape({mc * N, D}), grads.g_e, true);
   } else {
     gemm(k.g.transpose(1, 2), k.beta.transpose(1, 2), g_v, false);
-    const auto e2 = p.erows.t();
+    gemm(p.erows.t().expand({mc, D, P}), h.transpose(1, 2), g_v, true);
     const auto g_e_t = grads.g_e.t();  // (D, P)
-    for (int64_t j = 0; j < mc; ++j) {
-      gemm(e2, h[j].t(), g_v[j], true);
-      gemm(k.v[j], h[j], g_e_t, true);
-    }
+    for (int64_t j = 0; j < mc; ++j) gemm(k.v[j], h[j], g_e_t, true);
   }
 }
 

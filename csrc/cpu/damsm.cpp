@@ -54,7 +54,13 @@ void gemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool 
   if (at::native::mkldnn_matmul != nullptr && out.scalar_type() == at::kFloat &&
       !onednn_refused.load(std::memory_order_relaxed)) {
     try {
-      at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
+      const float beta = accumulate ? 1.0f : 0.0f;
+      if (out.dim() == 3 && (a.stride(0) == 0 || b.stride(0) == 0)) {
+        // an expanded operand would be copied whole: one 2-D GEMM per batch entry instead
+        for (int64_t j = 0; j < out.size(0); ++j) at::native::mkldnn_matmul(a[j], b[j], out[j], beta, 1.0f);
+      } else {
+        at::native::mkldnn_matmul(a, b, out, beta, 1.0f);
+      }
       return;
     } catch (const c10::Error&) {
       // it checks the CPU (and ONEDNN_MAX_CPU_ISA) before writing anything: ATen's GEMMs from now on
