@@ -205,24 +205,18 @@ inline DamsmBackwardChunk damsm_backward_chunk(const DamsmPacked& p, const Damsm
 }
 
 // After stage C: h = dL/dS (mc, N, P), g = dL/dcontext with the cosine term of the words removed.
-// dL/dregions of image j: g_j^T beta_j^T + E^T h_j^T (D, N); dL/dwords: sum_j h_j^T V_j^T.
-// With regions_as_rows the first is computed as its transpose, rows (mc*N, D): one GEMM over all the chunk's
-// images for h E and one batched GEMM adding beta_j g_j, transposed into (mc, D, N) once; dL/dwords is one
-// GEMM over all the chunk's regions.  Without, in place: two batched GEMMs (E^T shared), and dL/dwords
-// transposed, (D, P), as a sum of one GEMM per image V_j h_j.
+// dL/dregions of image j, g_j^T beta_j^T + E^T h_j^T (D, N): two batched GEMMs in place (E^T shared, an expanded
+// view); dL/dwords, sum_j h_j^T V_j^T: one GEMM over all the chunk's regions with regions_as_rows, else
+// (transposed, (D, P)) one GEMM per image V_j h_j.
 inline void damsm_backward_accumulate(const DamsmPacked& p, DamsmGrads& grads, const DamsmBackwardChunk& k,
                                       const at::Tensor& h, int64_t j0, int64_t mc, DamsmGemm gemm = damsm_aten_gemm) {
   const int64_t N = p.N, D = p.D, P = p.P;
   auto g_v = grads.g_v.narrow(0, j0, mc);
+  gemm(k.g.transpose(1, 2), k.beta.transpose(1, 2), g_v, false);
+  gemm(p.erows.t().expand({mc, D, P}), h.transpose(1, 2), g_v, true);
   if (k.vt.defined()) {
-    auto rows = at::empty({mc, N, D}, p.erows.options());
-    gemm(h.view({mc * N, P}), p.erows, rows.view({mc * N, D}), false);
-    gemm(k.beta, k.g, rows, true);
-    g_v.copy_(rows.transpose(1, 2));
     gemm(h.view({mc * N, P}).t(), k.vt.reshape({mc * N, D}), grads.g_e, true);
   } else {
-    gemm(k.g.transpose(1, 2), k.beta.transpose(1, 2), g_v, false);
-    gemm(p.erows.t().expand({mc, D, P}), h.transpose(1, 2), g_v, true);
     const auto g_e_t = grads.g_e.t();  // (D, P)
     for (int64_t j = 0; j < mc; ++j) gemm(k.v[j], h[j], g_e_t, true);
   }

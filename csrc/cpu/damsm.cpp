@@ -14,7 +14,8 @@
 // (at::native::mkldnn_matmul, the one ATen uses for its bf16/fp16 GEMMs) runs them: MKL takes its
 // AVX2 code on AMD CPUs, oneDNN its AVX-512 one (1 thread, Zen 5: 1024^3 fp32 110 vs 224 GFLOP/s,
 // these shapes 60-100 vs 160-235).  Float32 stays float32 (oneDNN's strict math mode unless
-// torch's mkldnn fp32 precision setting allows less).
+// torch's mkldnn fp32 precision setting allows less); torch.backends.mkldnn.enabled = False turns it off.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
@@ -52,7 +53,7 @@ void gemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool 
 #if defined(CPU_CAPABILITY_AVX512)
   static std::atomic<bool> onednn_refused{false};
   if (at::native::mkldnn_matmul != nullptr && out.scalar_type() == at::kFloat &&
-      !onednn_refused.load(std::memory_order_relaxed)) {
+      at::globalContext().userEnabledMkldnn() && !onednn_refused.load(std::memory_order_relaxed)) {
     try {
       const float beta = accumulate ? 1.0f : 0.0f;
       if (out.dim() == 3 && (a.stride(0) == 0 || b.stride(0) == 0)) {
