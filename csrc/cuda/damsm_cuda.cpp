@@ -84,7 +84,6 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cuda(const at::Tensor& grad_sc
   const int64_t* len = p.lengths.const_data_ptr<int64_t>();
   const int64_t* off = p.offsets.const_data_ptr<int64_t>();
   const auto grad = grad_scores.to(acc_type).contiguous();
-  const auto e2 = p.erows.t();  // (D, P)
   auto grads = damsm_backward_grads(p);
   const int64_t chunk = damsm_chunk_images(M, N, P);
   for (int64_t j0 = 0; j0 < M; j0 += chunk) {
@@ -105,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_word_bwd_cuda(const at::Tensor& grad_sc
                                                     coef_c.const_data_ptr(), g_dot_c.const_data_ptr(), pairs, B, N, P,
                                                     D, p.max_len, gamma1, stream),
                        "damsm softmax backward");
-    damsm_backward_accumulate(p, grads, k, e2, h, j0, mc);
+    damsm_backward_accumulate(p, grads, k, h, j0, mc);
   }
   return damsm_backward_finish(p, grads, regions);
 }

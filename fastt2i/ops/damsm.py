@@ -35,7 +35,8 @@ for every image.  Here the fused backends run all M x B pairs together:
                                            backward over the regions
 
 The kernels are fused (C++/OpenMP, CUDA, Triton) over all pairs at once; the
-contractions go to the platform GEMM (MKL/cuBLAS).  When a gradient is needed the
+contractions go to the platform GEMM (cuBLAS; on CPU MKL, or oneDNN at the AVX-512 level
+in float32, where MKL runs its AVX2 code on AMD CPUs: see csrc/cpu/damsm.cpp).  When a gradient is needed the
 forward saves alpha, beta and C (GEMM outputs: recomputing them would add two GEMMs to
 the six of forward + backward) and the backward recomputes only the elementwise parts; without
 gradients nothing is kept and images are processed in chunks so that the (images x

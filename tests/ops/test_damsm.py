@@ -118,6 +118,22 @@ def test_forward_without_grad_saves_nothing(backend):
     assert alpha.numel() == beta.numel() == context.numel() == 0
 
 
+@pytest.mark.parametrize("backend", backend_params("cpu"))
+@pytest.mark.parametrize("mkldnn", [True, False])
+def test_cpu_gemms_match_reference(backend, mkldnn, monkeypatch):
+    # At the AVX-512 level the CPU kernels run their float32 GEMMs with oneDNN unless
+    # torch.backends.mkldnn is disabled (then ATen's); both within the float32 tolerance, at a size
+    # where every GEMM is a real one (images, regions and words above a vector width).
+    case = (6, 5, 40, 9, 5, 7, [9, 3, 1, 7, 9, 5])
+    words, lengths, regions = make_inputs(case, seed=4)
+    grad = torch.randn(5, 6, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", mkldnn)  # restored after the test
+    with ops.use_backend(backend):
+        got = run(ops.damsm_word_scores, words, lengths, regions, grad)
+    for name, a, e in zip(("scores", "d words", "d regions"), got, expected(words, lengths, regions, grad)):
+        assert_rel_close(a, e, FP32_TOL, f"{name}, mkldnn enabled={mkldnn}")
+
+
 def test_chunked_images_match(monkeypatch):
     # more images than one chunk holds: the backward (and a forward that saves nothing) runs
     # chunk by chunk
