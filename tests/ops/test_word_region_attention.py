@@ -21,6 +21,10 @@ def make_mask(kind, B, N, T, g):
         lengths = torch.randint(1, T + 1, (B,), generator=g)
         lengths[-1] = 0
         return torch.arange(T)[None, :] >= lengths[:, None]
+    if kind == "tiles":  # per-region masks whose real words change from one block of 64 regions to the next
+        lengths = torch.randint(0, T + 1, (B, (N + 63) // 64), generator=g).repeat_interleave(64, dim=1)[:, :N]
+        lengths[0, :64] = 0  # a block with no real word at all
+        return (torch.arange(T)[None, None, :] >= lengths[:, :, None]) | (torch.rand(B, N, T, generator=g) < 0.2)
     mask = torch.rand(B, N, T, generator=g) < 0.4  # one mask per region, one region all padding
     mask[0, N // 2] = True
     return mask
@@ -86,6 +90,13 @@ def test_matches_reference_fp32(backend, shape, mask_kind, layout, return_attent
 @pytest.mark.parametrize("mask_kind", MASKS)
 def test_matches_reference_strided(backend, mask_kind):
     check_backend(backend, (2, 9, 5, 7, 6), torch.float32, "strided", mask_kind, True)
+
+
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_matches_reference_when_the_real_words_change_between_tiles(backend, layout):
+    # The CPU kernel contracts over the words real for some region of a tile of 64 regions only.
+    check_backend(backend, (2, 6, 12, 17, 9), torch.float32, layout, "tiles", True)
 
 
 @pytest.mark.parametrize("backend", fused_backends())
