@@ -1,10 +1,13 @@
 // Word-region attention on CPU: context[b, :, n] = sum_t softmax_t(<regions[b, :, n], words[b, :, t]>) words[b, :, t].
 // Math, conventions (mask (B, T) or (B, N, T), lse = +inf on padding-only rows) and the autograd live in
 // fastt2i/ops/word_region_attention.py.  Here: one task per tile of kTile regions; the tile is first
-// copied to a float buffer [C][kTile] (any layout and dtype), so every inner loop runs over kTile
-// contiguous regions; the (B, N, T) scores exist only per tile.  Compiled once per CPU level
-// (kernels.h): the loops over a tile row run on at::vec::Vectorized (register-blocked contractions,
-// exp_u20 softmax, branch-free masking with -inf biases), float32 arithmetic for half types.
+// copied to a float buffer [C][kTile] (any layout and dtype; channels_last through register
+// transposes), so every inner loop runs over kTile contiguous regions; the (B, N, T) scores exist only
+// per tile, and only for the words real for some region of the tile (padding words have probability
+// 0, so ragged captions cost their length).  Compiled once per CPU level (kernels.h): the loops over a
+// tile row run on at::vec::Vectorized (register-blocked contractions, exp_u20 softmax, branch-free
+// masking with -inf biases), float32 arithmetic for half types; float outputs leave through
+// streaming stores.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -53,11 +56,23 @@ constexpr int64_t kBlock = 8;
 
 // dst[j * ld + i] = src[i * ls + j] for i < rows, j < cols (rows, cols <= kBlock).  float blocks go
 // through ATen's register transposes (any block with AVX-512, whole 8x8 blocks with AVX2).
+#if defined(CPU_CAPABILITY_AVX512)
+// A whole 16x16 block with the sizes known at compile time: flatten inlines ATen's transpose so its
+// loops over the 16 rows unroll into registers (called with run-time sizes it goes through memory
+// and was the largest cost of a channels_last tile).
+__attribute__((flatten)) inline void transpose_16x16(const float* src, int64_t ls, float* dst, int64_t ld) {
+  at::vec::transpose_mxn_16x16(src, ls, dst, ld, 16, 16);
+}
+#endif
+
 template <typename T>
 inline void transpose_block(const T* src, int64_t ls, T* dst, int64_t ld, int64_t rows, int64_t cols) {
   if constexpr (std::is_same_v<T, float>) {
 #if defined(CPU_CAPABILITY_AVX512)
-    at::vec::transpose_mxn<float>(src, ls, dst, ld, static_cast<int>(rows), static_cast<int>(cols));
+    if (rows == 16 && cols == 16)
+      transpose_16x16(src, ls, dst, ld);
+    else
+      at::vec::transpose_mxn<float>(src, ls, dst, ld, static_cast<int>(rows), static_cast<int>(cols));
     return;
 #elif defined(CPU_CAPABILITY_AVX2)
     if (rows == 8 && cols == 8) {
@@ -135,10 +150,56 @@ void load_rows(const scalar_t* src, int64_t sr, int64_t si, int64_t R, int64_t n
     for (int64_t r = 0; r < R; ++r) std::fill(buf + r * kTile + nb, buf + (r + 1) * kTile, acc_t(0));
 }
 
+// Streaming (non-temporal) stores for the outputs (context, dregions: as large as regions, written
+// once, never read back here): they skip reading every destination line into the cache before
+// writing it, which otherwise costs as much as the tile's arithmetic.  float rows at 64-byte aligned
+// addresses; everything else takes ordinary stores.  stream_fence orders them before the kernel ends.
+constexpr int64_t kStreamAlign = 64;
+
+inline bool stream_ok(const void* p, int64_t bytes) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  return reinterpret_cast<uintptr_t>(p) % kStreamAlign == 0 && bytes % kStreamAlign == 0;
+#else
+  return false;
+#endif
+}
+
+// dst[e] = src[e] for e < n, dst 64-byte aligned and n a whole number of cache lines (stream_ok).
+inline void stream_copy(const float* src, float* dst, int64_t n) {
+  using V = Vectorized<float>;
+  for (int64_t e = 0; e < n; e += V::size()) {
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm512_stream_ps(dst + e, V::loadu(src + e));
+#elif defined(CPU_CAPABILITY_AVX2)
+    _mm256_stream_ps(dst + e, V::loadu(src + e));
+#else
+    V::loadu(src + e).store(dst + e);
+#endif
+  }
+}
+
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  _mm_sfence();
+#endif
+}
+
 // dst[r * sr + i * si] = buf[r * kTile + i] for r < R, i < nb (the inverse of load_rows).
 template <typename scalar_t, typename acc_t>
-void store_rows(scalar_t* dst, int64_t sr, int64_t si, int64_t R, int64_t nb, const acc_t* buf, acc_t* stage) {
+void store_rows(scalar_t* dst, int64_t sr, int64_t si, int64_t R, int64_t nb, const acc_t* buf, acc_t* stage,
+                bool stream = false) {
   using IO = VecIO<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (stream && si == 1 && stream_ok(dst, nb * 4) && (sr * 4) % kStreamAlign == 0) {
+      for (int64_t r = 0; r < R; ++r) stream_copy(buf + r * kTile, dst + r * sr, nb);
+      return;
+    }
+    if (stream && sr == 1 && si == R && stream_ok(dst, nb * R * 4)) {  // the tile's rows are one block
+      transpose(buf, kTile, stage, R, R, nb);
+      stream_copy(stage, dst, nb * R);
+      return;
+    }
+  }
   if (si == 1) {
     Vectorized<acc_t> v[IO::kAcc];
     for (int64_t r = 0; r < R; ++r) {
@@ -170,7 +231,7 @@ void load_tile(const scalar_t* src, const Args<scalar_t>& a, int64_t b, int64_t 
 template <typename scalar_t, typename acc_t>
 void store_tile(scalar_t* dst, const Args<scalar_t>& a, int64_t b, int64_t n0, int64_t nb, const acc_t* buf,
                 acc_t* stage) {
-  store_rows(dst + b * a.sqb + n0 * a.sqn, a.sqc, a.sqn, a.C, nb, buf, stage);
+  store_rows(dst + b * a.sqb + n0 * a.sqn, a.sqc, a.sqn, a.C, nb, buf, stage, /*stream=*/true);
 }
 
 // A tile row of kTile regions is kVecs vectors of the accumulate type.
@@ -462,6 +523,7 @@ void forward_impl(const Args<scalar_t>& a, const acc_t* words, scalar_t* out, ac
       expand(s.data(), act.k.data(), C, n, buf.data());
       store_tile(out, a, b, n0, nb, buf.data(), stage.data());
     }
+    stream_fence();
   });
 }
 
@@ -505,6 +567,7 @@ void backward_impl(const Args<scalar_t>& a, const acc_t* words, const scalar_t* 
       for (int64_t e = 0; e < C * T; ++e)
         part[e] = at::vec::vec_reduce_all<acc_t>([](auto x, auto y) { return x + y; }, lanes[e]);
     }
+    stream_fence();
   });
 }
 

@@ -8,8 +8,11 @@ from fastt2i import nn as fnn
 from fastt2i import ops
 from helpers import TOL, assert_rel_close, backend_device, backend_params, fused_backends, requires_backend, sweep_backends
 
-# (B, C, H, W, T): odd sizes, T = 1, N = 1, T = 64 (the fused maximum), C over one Triton chunk.
-SHAPES = [(3, 5, 3, 7, 5), (2, 37, 5, 5, 1), (2, 70, 9, 9, 33), (1, 3, 1, 1, 7), (2, 19, 11, 13, 64)]
+# (B, C, H, W, T): odd sizes, T = 1, N = 1, T = 64 (the fused maximum), C over one Triton chunk, and
+# sizes whose output rows are whole cache lines (the CPU kernel's streaming stores: N = 80 is a full
+# tile of 64 regions and a tail of 16, C = 16).
+SHAPES = [(3, 5, 3, 7, 5), (2, 37, 5, 5, 1), (2, 70, 9, 9, 33), (1, 3, 1, 1, 7), (2, 19, 11, 13, 64),
+          (2, 16, 8, 10, 5)]
 MASKS = ["none", "ragged", "region"]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
 
