@@ -116,25 +116,28 @@ def check_gradient_penalty(c: Checker):
 
 def check_word_region_attention(c: Checker):
     g = torch.Generator().manual_seed(3)
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for layout in ("contiguous", "channels_last", "strided"):
-            B, C, H, W, T = 3, 13, 9, 11, 7  # N = 99: one full tile of 64 regions and a partial one
-            regions = _layout(torch.randn(B, C, H, W, generator=g), layout).to(dtype).requires_grad_()
-            words = torch.randn(B, C, T, generator=g).to(dtype).requires_grad_()
-            mask = torch.zeros(B, T, dtype=torch.bool)
-            mask[0, 4:] = True
-            mask[1, :] = True  # an all-padding caption: zero context, attention and gradients
-            for m in (None, mask):
-                _forward_backward(c, f"word_region_attention {dtype} {layout} mask={m is not None}",
-                                  lambda r, w, m=m: ops.word_region_attention(r, w, m), [regions, words], dtype)
-                _forward_backward(c, f"word_region_attention attention {dtype} {layout} mask={m is not None}",
-                                  lambda r, w, m=m: ops.word_region_attention(r, w, m, return_attention=True)[1],
-                                  [regions, words], dtype)
-            with ops.use_backend("cpu"):
-                context, attention = ops.word_region_attention(regions, words, mask, return_attention=True)
-            c.count += 1
-            if context[1].abs().max() != 0 or attention[1].abs().max() != 0:
-                c.failures.append(f"word_region_attention {dtype} {layout}: all-padding caption not zero")
+    # N = 99: one full tile of 64 regions and a partial one; N = 80, C = 16: output rows of whole
+    # cache lines (streaming stores).
+    for B, C, H, W, T in ((3, 13, 9, 11, 7), (3, 16, 8, 10, 7)):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            for layout in ("contiguous", "channels_last", "strided"):
+                what = f"word_region_attention {(B, C, H, W, T)} {dtype} {layout}"
+                regions = _layout(torch.randn(B, C, H, W, generator=g), layout).to(dtype).requires_grad_()
+                words = torch.randn(B, C, T, generator=g).to(dtype).requires_grad_()
+                mask = torch.zeros(B, T, dtype=torch.bool)
+                mask[0, 4:] = True
+                mask[1, :] = True  # an all-padding caption: zero context, attention and gradients
+                for m in (None, mask):
+                    _forward_backward(c, f"{what} mask={m is not None}",
+                                      lambda r, w, m=m: ops.word_region_attention(r, w, m), [regions, words], dtype)
+                    _forward_backward(c, f"{what} attention mask={m is not None}",
+                                      lambda r, w, m=m: ops.word_region_attention(r, w, m, return_attention=True)[1],
+                                      [regions, words], dtype)
+                with ops.use_backend("cpu"):
+                    context, attention = ops.word_region_attention(regions, words, mask, return_attention=True)
+                c.count += 1
+                if context[1].abs().max() != 0 or attention[1].abs().max() != 0:
+                    c.failures.append(f"{what}: all-padding caption not zero")
 
 
 def check_damsm(c: Checker):

@@ -8,8 +8,11 @@ from fastt2i import nn as fnn
 from fastt2i import ops
 from helpers import TOL, assert_rel_close, backend_device, backend_params, fused_backends, requires_backend, sweep_backends
 
-# (B, C, H, W, T): odd sizes, T = 1, N = 1, T = 64 (the fused maximum), C over one Triton chunk.
-SHAPES = [(3, 5, 3, 7, 5), (2, 37, 5, 5, 1), (2, 70, 9, 9, 33), (1, 3, 1, 1, 7), (2, 19, 11, 13, 64)]
+# (B, C, H, W, T): odd sizes, T = 1, N = 1, T = 64 (the fused maximum), C over one Triton chunk, and
+# sizes whose output rows are whole cache lines (the CPU kernel's streaming stores: N = 80 is a full
+# tile of 64 regions and a tail of 16, C = 16).
+SHAPES = [(3, 5, 3, 7, 5), (2, 37, 5, 5, 1), (2, 70, 9, 9, 33), (1, 3, 1, 1, 7), (2, 19, 11, 13, 64),
+          (2, 16, 8, 10, 5)]
 MASKS = ["none", "ragged", "region"]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
 
@@ -21,6 +24,10 @@ def make_mask(kind, B, N, T, g):
         lengths = torch.randint(1, T + 1, (B,), generator=g)
         lengths[-1] = 0
         return torch.arange(T)[None, :] >= lengths[:, None]
+    if kind == "tiles":  # per-region masks whose real words change from one block of 64 regions to the next
+        lengths = torch.randint(0, T + 1, (B, (N + 63) // 64), generator=g).repeat_interleave(64, dim=1)[:, :N]
+        lengths[0, :64] = 0  # a block with no real word at all
+        return (torch.arange(T)[None, None, :] >= lengths[:, :, None]) | (torch.rand(B, N, T, generator=g) < 0.2)
     mask = torch.rand(B, N, T, generator=g) < 0.4  # one mask per region, one region all padding
     mask[0, N // 2] = True
     return mask
@@ -86,6 +93,13 @@ def test_matches_reference_fp32(backend, shape, mask_kind, layout, return_attent
 @pytest.mark.parametrize("mask_kind", MASKS)
 def test_matches_reference_strided(backend, mask_kind):
     check_backend(backend, (2, 9, 5, 7, 6), torch.float32, "strided", mask_kind, True)
+
+
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_matches_reference_when_the_real_words_change_between_tiles(backend, layout):
+    # The CPU kernel contracts over the words real for some region of a tile of 64 regions only.
+    check_backend(backend, (2, 6, 12, 17, 9), torch.float32, layout, "tiles", True)
 
 
 @pytest.mark.parametrize("backend", fused_backends())
