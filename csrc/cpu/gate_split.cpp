@@ -121,8 +121,7 @@ void forward_positions_nchw(const scalar_t* l, const scalar_t* x, scalar_t* key,
         cached = bj;
       }
       const int64_t row = (b * C + c) * S + s0;
-      for (int64_t j = 0; j < m; j += IO::kStep) {
-        const int64_t n = std::min(IO::kStep, m - j);
+      const auto split = [&](int64_t j, int64_t n) {
         IO::load(x + row + j, xv, n);
         for (int64_t u = 0; u < IO::kAcc; ++u) {
           const Acc s = Acc::loadu(sig + j + u * IO::kAccLanes);
@@ -131,7 +130,10 @@ void forward_positions_nchw(const scalar_t* l, const scalar_t* x, scalar_t* key,
         }
         IO::store(key + row + j, k, n);
         IO::store(nonkey + row + j, r, n);
-      }
+      };
+      int64_t j = 0;
+      for (; j + IO::kStep <= m; j += IO::kStep) split(j, IO::kStep);  // whole steps: no length test
+      if (j < m) split(j, m - j);
     }
   });
 }
