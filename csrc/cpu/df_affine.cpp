@@ -23,6 +23,7 @@ namespace {
 constexpr int64_t kMaxLayers = kDfAffineMaxLayers;
 constexpr int64_t kGrainElements = 16384;  // elements per parallel task
 constexpr int64_t kPositionChunk = 512;    // channels_last backward: positions per partial sum
+constexpr int64_t kPositionTile = 8;       // channels_last forward: positions sharing a parameter load
 
 // Runs body(std::integral_constant<int64_t, K>) for the common layer counts (DF-GAN: 2), so their
 // loops over layers unroll and the per-layer vectors stay in registers; 0 = any K <= kMaxLayers.
@@ -141,6 +142,10 @@ struct PaddedParams {
   }
 };
 
+// A tile of kPositionTile positions (within one sample) is walked one channel step at a time: the step's
+// K (g, b) vectors are loaded once and serve every position of the tile, so the loop body is one load
+// of x, the K layers and one store (loading 2K parameter vectors per x vector, as per position, made the
+// small L2-resident shapes bound by loads).  The tile's rows (kPositionTile * C elements) are contiguous.
 template <int64_t KC, typename scalar_t, typename acc_t>
 void forward_positions(const scalar_t* x, scalar_t* y, const acc_t* g, const acc_t* b, int64_t K, int64_t B,
                        int64_t C, int64_t S, acc_t slope_s) {
@@ -150,23 +155,26 @@ void forward_positions(const scalar_t* x, scalar_t* y, const acc_t* g, const acc
   at::parallel_for(0, B * S, std::max<int64_t>(1, kGrainElements / std::max<int64_t>(C, 1)), [=](int64_t p0, int64_t p1) {
     const Acc slope(slope_s);
     PaddedParams<acc_t> prm(K, C, IO::kStep);
-    Acc gk[kMaxLayers], bk[kMaxLayers], v[IO::kAcc];
+    Acc gk[IO::kAcc][kMaxLayers], bk[IO::kAcc][kMaxLayers], v[IO::kAcc];
     const int64_t nk = KC > 0 ? KC : K;
-    for (int64_t p = p0; p < p1; ++p) {
-      prm.load(g, b, K, BC, C, p / S);
+    for (int64_t p = p0; p < p1;) {
+      const int64_t bi = p / S;
+      const int64_t tile_end = std::min({p + kPositionTile, p1, (bi + 1) * S});
+      prm.load(g, b, K, BC, C, bi);
       for (int64_t c = 0; c < C; c += IO::kStep) {
         const int64_t n = std::min(IO::kStep, C - c);
-        IO::load(x + p * C + c, v, n);
-        for (int64_t u = 0; u < IO::kAcc; ++u) {
-          const int64_t o = c + u * IO::kAccLanes;
+        for (int64_t u = 0; u < IO::kAcc; ++u)
           for (int64_t k = 0; k < nk; ++k) {
-            gk[k] = Acc::loadu(prm.g.data() + k * prm.C_pad + o);
-            bk[k] = Acc::loadu(prm.b.data() + k * prm.C_pad + o);
+            gk[u][k] = Acc::loadu(prm.g.data() + k * prm.C_pad + c + u * IO::kAccLanes);
+            bk[u][k] = Acc::loadu(prm.b.data() + k * prm.C_pad + c + u * IO::kAccLanes);
           }
-          v[u] = forward_vector<KC>(v[u], gk, bk, K, slope);
+        for (int64_t q = p; q < tile_end; ++q) {
+          IO::load(x + q * C + c, v, n);
+          for (int64_t u = 0; u < IO::kAcc; ++u) v[u] = forward_vector<KC>(v[u], gk[u], bk[u], K, slope);
+          IO::store(y + q * C + c, v, n);
         }
-        IO::store(y + p * C + c, v, n);
       }
+      p = tile_end;
     }
   });
 }

@@ -9,6 +9,7 @@
 #include <c10/util/Optional.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../common.h"
 #include "../gate_split_host.h"
@@ -19,15 +20,21 @@ namespace fastt2i::CPU_CAPABILITY {
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per parallel task
-constexpr int64_t kChunk = 1024;   // positions per task (4 KiB float rows: a page of prefetching); a multiple of every step
+// Positions per gate buffer (64 KiB of float gates, and as many channel sums backward: L2-resident).
+// Rows of x are walked whole up to 128x128 positions: splitting them into shorter segments, one per
+// channel in turn, made the NCHW forward 1.5x slower (rows of 16 KiB) on one core at the memory bound.
+constexpr int64_t kChunk = 16384;
+constexpr int64_t kChunkAlign = 64;  // chunks shorter than a sample: a multiple of every step
 
 // With e = exp(-|l|) in (0, 1]: 1 / (1 + e) for l >= 0, e / (1 + e) below.  exp never overflows, so
-// any finite logit gives a gate in [0, 1] (exactly 0 or 1 when saturated), never inf or NaN.
+// any finite logit gives a gate in [0, 1] (exactly 0 or 1 when saturated), never inf or NaN.  exp_u20
+// (ATen's polynomial exp, about 20 ulp, inlined) instead of the Sleef call: the per-element gate is
+// compute-bound with the u10 exp on one core.
 template <typename acc_t>
 inline Vectorized<acc_t> sigmoid(const Vectorized<acc_t>& l) {
   using Vec = Vectorized<acc_t>;
   const Vec one(acc_t(1));
-  const Vec e = l.abs().neg().exp();
+  const Vec e = l.abs().neg().exp_u20();
   const Vec inv = one / (one + e);
   return Vec::blendv(e * inv, inv, l >= Vec(acc_t(0)));
 }
@@ -43,7 +50,7 @@ inline void load_or_zero(const scalar_t* t, int64_t i, Vectorized<at::opmath_typ
   }
 }
 
-// sig[0 .. m) = sigmoid(logits[0 .. m)), written in whole steps (the buffer holds kChunk).
+// sig[0 .. m) = sigmoid(logits[0 .. m)), written in whole steps (the buffer holds m rounded up to kChunkAlign).
 template <typename scalar_t, typename acc_t>
 inline void gates(const scalar_t* logits, int64_t m, acc_t* sig) {
   using IO = VecIO<scalar_t>;
@@ -53,6 +60,19 @@ inline void gates(const scalar_t* logits, int64_t m, acc_t* sig) {
     for (int64_t u = 0; u < IO::kAcc; ++u) sigmoid(v[u]).store(sig + j + u * IO::kAccLanes);
   }
 }
+
+// Positions per chunk of a sample's gates: whole samples up to kChunk, and smaller chunks (multiples of
+// kChunkAlign) while there are fewer than two chunks per thread.  Only the work split depends on the
+// thread count: every output element is computed the same way (channel sums always run over c in order).
+inline int64_t chunk_length(int64_t B, int64_t S) {
+  int64_t len = std::min(S, kChunk);
+  const int64_t want = 2 * static_cast<int64_t>(at::get_num_threads());
+  while (len > kChunkAlign && B * ((S + len - 1) / len) < want)
+    len = ((len / 2 + kChunkAlign - 1) / kChunkAlign) * kChunkAlign;
+  return len;
+}
+
+inline int64_t buffer_length(int64_t len) { return (len + kChunkAlign - 1) / kChunkAlign * kChunkAlign; }
 
 // ---- forward
 
@@ -77,51 +97,76 @@ void forward_flat(const scalar_t* l, const scalar_t* x, scalar_t* key, scalar_t*
   });
 }
 
-// One gate per position; x NCHW (channels_last = false: (b, c, s) at (b*C + c)*S + s) or NHWC (p*C + c).
+// One gate per position, x NCHW: (b, c, s) at (b*C + c)*S + s.  The tasks walk row segments (b, chunk j,
+// c) in memory order (a whole sample's rows one after the other when S <= kChunk), the chunk's gates
+// computed once per task into a buffer and reused by every channel.
 template <typename scalar_t, typename acc_t>
-void forward_positions(const scalar_t* l, const scalar_t* x, scalar_t* key, scalar_t* nonkey, int64_t B, int64_t C,
-                       int64_t S, bool channels_last) {
+void forward_positions_nchw(const scalar_t* l, const scalar_t* x, scalar_t* key, scalar_t* nonkey, int64_t B,
+                            int64_t C, int64_t S) {
   using IO = VecIO<scalar_t>;
   using Acc = Vectorized<acc_t>;
-  const int64_t chunks_per_sample = (S + kChunk - 1) / kChunk;
-  const int64_t grain = std::max<int64_t>(1, kGrain / (kChunk * std::max<int64_t>(C, 1)));
-  at::parallel_for(0, B * chunks_per_sample, grain, [=](int64_t t0, int64_t t1) {
-    alignas(64) acc_t sig[kChunk];
+  const int64_t len = std::min(S, kChunk);
+  const int64_t chunks = (S + len - 1) / len;
+  at::parallel_for(0, B * chunks * C, std::max<int64_t>(1, kGrain / len), [=](int64_t t0, int64_t t1) {
+    std::vector<acc_t> buffer(buffer_length(len));
+    acc_t* sig = buffer.data();
     const Acc one(acc_t(1));
     Acc xv[IO::kAcc], k[IO::kAcc], r[IO::kAcc];
+    int64_t cached = -1;  // the (b, j) whose gates sig holds
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / chunks_per_sample, s0 = (t % chunks_per_sample) * kChunk;
-      const int64_t m = std::min(kChunk, S - s0);
-      gates(l + b * S + s0, m, sig);
-      if (!channels_last) {
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t row = (b * C + c) * S + s0;
-          for (int64_t j = 0; j < m; j += IO::kStep) {
-            const int64_t n = std::min(IO::kStep, m - j);
-            IO::load(x + row + j, xv, n);
-            for (int64_t u = 0; u < IO::kAcc; ++u) {
-              const Acc s = Acc::loadu(sig + j + u * IO::kAccLanes);
-              k[u] = s * xv[u];
-              r[u] = (one - s) * xv[u];
-            }
-            IO::store(key + row + j, k, n);
-            IO::store(nonkey + row + j, r, n);
-          }
+      const int64_t bj = t / C, c = t % C, b = bj / chunks, s0 = (bj % chunks) * len;
+      const int64_t m = std::min(len, S - s0);
+      if (bj != cached) {
+        gates(l + b * S + s0, m, sig);
+        cached = bj;
+      }
+      const int64_t row = (b * C + c) * S + s0;
+      const auto split = [&](int64_t j, int64_t n) {
+        IO::load(x + row + j, xv, n);
+        for (int64_t u = 0; u < IO::kAcc; ++u) {
+          const Acc s = Acc::loadu(sig + j + u * IO::kAccLanes);
+          k[u] = s * xv[u];
+          r[u] = (one - s) * xv[u];
         }
-      } else {
-        for (int64_t q = 0; q < m; ++q) {
-          const int64_t pos = (b * S + s0 + q) * C;
-          const Acc s(sig[q]), rs(acc_t(1) - sig[q]);
-          for (int64_t c = 0; c < C; c += IO::kStep) {
-            const int64_t n = std::min(IO::kStep, C - c);
-            IO::load(x + pos + c, xv, n);
-            for (int64_t u = 0; u < IO::kAcc; ++u) {
-              k[u] = s * xv[u];
-              r[u] = rs * xv[u];
-            }
-            IO::store(key + pos + c, k, n);
-            IO::store(nonkey + pos + c, r, n);
+        IO::store(key + row + j, k, n);
+        IO::store(nonkey + row + j, r, n);
+      };
+      int64_t j = 0;
+      for (; j + IO::kStep <= m; j += IO::kStep) split(j, IO::kStep);  // whole steps: no length test
+      if (j < m) split(j, m - j);
+    }
+  });
+}
+
+// One gate per position, x NHWC: position p's C channels at p*C, one gate broadcast over them.
+template <typename scalar_t, typename acc_t>
+void forward_positions_nhwc(const scalar_t* l, const scalar_t* x, scalar_t* key, scalar_t* nonkey, int64_t B,
+                            int64_t C, int64_t S) {
+  using IO = VecIO<scalar_t>;
+  using Acc = Vectorized<acc_t>;
+  const int64_t len = chunk_length(B, S);
+  const int64_t chunks = (S + len - 1) / len;
+  const int64_t grain = std::max<int64_t>(1, kGrain / (len * std::max<int64_t>(C, 1)));
+  at::parallel_for(0, B * chunks, grain, [=](int64_t t0, int64_t t1) {
+    std::vector<acc_t> buffer(buffer_length(len));
+    acc_t* sig = buffer.data();
+    Acc xv[IO::kAcc], k[IO::kAcc], r[IO::kAcc];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / chunks, s0 = (t % chunks) * len;
+      const int64_t m = std::min(len, S - s0);
+      gates(l + b * S + s0, m, sig);
+      for (int64_t q = 0; q < m; ++q) {
+        const int64_t pos = (b * S + s0 + q) * C;
+        const Acc s(sig[q]), rs(acc_t(1) - sig[q]);
+        for (int64_t c = 0; c < C; c += IO::kStep) {
+          const int64_t n = std::min(IO::kStep, C - c);
+          IO::load(x + pos + c, xv, n);
+          for (int64_t u = 0; u < IO::kAcc; ++u) {
+            k[u] = s * xv[u];
+            r[u] = rs * xv[u];
           }
+          IO::store(key + pos + c, k, n);
+          IO::store(nonkey + pos + c, r, n);
         }
       }
     }
@@ -160,19 +205,22 @@ void backward_positions(const scalar_t* dk, const scalar_t* dn, const scalar_t* 
                         scalar_t* dx, int64_t B, int64_t C, int64_t S, bool channels_last) {
   using IO = VecIO<scalar_t>;
   using Acc = Vectorized<acc_t>;
-  const int64_t chunks_per_sample = (S + kChunk - 1) / kChunk;
-  const int64_t grain = std::max<int64_t>(1, kGrain / (kChunk * std::max<int64_t>(C, 1)));
-  at::parallel_for(0, B * chunks_per_sample, grain, [=](int64_t t0, int64_t t1) {
-    alignas(64) acc_t sig[kChunk];
-    alignas(64) acc_t sum[kChunk];  // sum over channels of (dk - dn) * x, per position
+  const int64_t len = chunk_length(B, S);
+  const int64_t chunks = (S + len - 1) / len;
+  const int64_t grain = std::max<int64_t>(1, kGrain / (len * std::max<int64_t>(C, 1)));
+  at::parallel_for(0, B * chunks, grain, [=](int64_t t0, int64_t t1) {
+    // the chunk's gates, then the sum over channels of (dk - dn) * x per position
+    std::vector<acc_t> buffer(2 * buffer_length(len));
+    acc_t* sig = buffer.data();
+    acc_t* sum = sig + buffer_length(len);
     const Acc one(acc_t(1));
     Acc xv[IO::kAcc], kv[IO::kAcc], nv[IO::kAcc], gx[IO::kAcc];
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / chunks_per_sample, s0 = (t % chunks_per_sample) * kChunk;
-      const int64_t m = std::min(kChunk, S - s0);
+      const int64_t b = t / chunks, s0 = (t % chunks) * len;
+      const int64_t m = std::min(len, S - s0);
       gates(l + b * S + s0, m, sig);
       if (!channels_last) {
-        std::fill(sum, sum + kChunk, acc_t(0));
+        std::fill(sum, sum + buffer_length(len), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
           const int64_t row = (b * C + c) * S + s0;
           for (int64_t j = 0; j < m; j += IO::kStep) {
@@ -236,8 +284,10 @@ std::tuple<at::Tensor, at::Tensor> gate_split_fwd_cpu(const at::Tensor& logits_i
     scalar_t* np = nonkey.mutable_data_ptr<scalar_t>();
     if (in.layout == GateLayout::kPerElement)
       forward_flat<scalar_t, acc_t>(lp, xp, kp, np, n);
+    else if (in.layout == GateLayout::kPositionsNCHW)
+      forward_positions_nchw<scalar_t, acc_t>(lp, xp, kp, np, in.B, in.C, in.S);
     else
-      forward_positions<scalar_t, acc_t>(lp, xp, kp, np, in.B, in.C, in.S, in.layout == GateLayout::kPositionsNHWC);
+      forward_positions_nhwc<scalar_t, acc_t>(lp, xp, kp, np, in.B, in.C, in.S);
   });
   return {key, nonkey};
 }

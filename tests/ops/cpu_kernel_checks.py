@@ -160,7 +160,8 @@ def check_gate_split(c: Checker):
     g = torch.Generator().manual_seed(5)
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         for layout in ("contiguous", "channels_last", "strided"):
-            for shape in ((2, 19, 5, 7), (3, 37, 1, 1), (2, 5, 37, 29)):  # S = 1073: a chunk of 1024 and a tail
+            # S = 1073: chunks of 576 with two threads; S = 16637: past a chunk of 16384, and a tail
+            for shape in ((2, 19, 5, 7), (3, 37, 1, 1), (2, 5, 37, 29), (1, 2, 131, 127)):
                 B, C, H, W = shape
                 x = _layout(torch.randn(*shape, generator=g).to(dtype), layout).requires_grad_()
                 for lshape in ((B, 1, H, W), shape):

@@ -8,9 +8,10 @@ from fastt2i import ops
 from helpers import TOL, assert_rel_close, backend_device, backend_params, fused_backends, sweep_backends
 
 # (B, C, H, W): odd sizes, channel tails past every vector width (37), one position, C = 1 (per-position
-# gates equal per-element ones), more positions than a CPU task's chunk of 1024 (37 * 29 = 1073: a
-# chunk and a tail)
-SHAPES = [(2, 5, 7, 9), (1, 3, 1, 1), (2, 37, 5, 3), (3, 1, 4, 5), (2, 3, 37, 29)]
+# gates equal per-element ones), positions split in CPU chunks with a tail (37 * 29 = 1073 in two
+# chunks of 576 with two threads), more positions than a CPU chunk of 16384 (131 * 127 = 16637: 16384
+# and 253)
+SHAPES = [(2, 5, 7, 9), (1, 3, 1, 1), (2, 37, 5, 3), (3, 1, 4, 5), (2, 3, 37, 29), (1, 2, 131, 127)]
 LAYOUTS = ["contiguous", "channels_last", "strided", "mixed"]
 GRADS = ["both", "key_only", "nonkey_only"]
 
