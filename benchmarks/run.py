@@ -97,7 +97,9 @@ def cpu_facts() -> dict:
     """The CPU model, ATen's capability level (what eager and torch.compile run at) and the level of
     fastt2i's CPU kernels; both follow ATEN_CPU_CAPABILITY."""
     facts = {"aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-             "load_average_at_start": [round(v, 1) for v in os.getloadavg()], "cpus": os.cpu_count()}
+             "load_average_at_start": [round(v, 1) for v in os.getloadavg()], "cpus": os.cpu_count(),
+             # glibc's malloc settings decide whether every large output is fresh, page-faulting memory
+             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -273,8 +275,9 @@ def git_commit() -> str:
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        # results written by an earlier level of the same run do not make the measured code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root, capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except OSError:
         return "unknown"

@@ -20,6 +20,13 @@ else
 fi
 # op[:case filter] (benchmarks.run --cases): the penalty alone, not bench_gradient_penalty's D-step case,
 # and the demo's own DF-GAN step, not the 64x64 one (neither is a target of issue 10; time).
+# glibc returns every free()d block of 32 MiB or more to the kernel (and smaller ones after a trim),
+# so a provider's fresh outputs page-fault on first write: 10-20x the kernel's own time at the large
+# shapes (gate_split 128x128 C64 forward: 23 ms with glibc's defaults, 1.5 ms without), and which
+# provider pays depends on the allocator's state.  Keeping freed memory in the process measures the
+# kernels; the setting is recorded in each results file (facts.glibc_tunables).  GLIBC_TUNABLES= (empty)
+# measures with glibc's defaults.
+export GLIBC_TUNABLES=${GLIBC_TUNABLES-glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184}
 ops=(${FASTT2I_BENCH_OPS:-df_affine bias_leaky_relu word_region_attention damsm gradient_penalty:grads gate_split "dfgan_step:(demo)"})
 mkdir -p "$RESULTS"
 status=0
