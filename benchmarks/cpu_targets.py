@@ -48,7 +48,8 @@ def table(path: str) -> tuple[str, int, int]:
              f"commit {record.get('commit')}, {record.get('date')} to {record.get('date_end', record.get('date'))} UTC. "
              f"ATen (eager, torch.compile) at {facts.get('aten_cpu_capability')}, fastt2i kernels at "
              f"{facts.get('fastt2i_cpu_capability')} (built: {facts.get('fastt2i_cpu_levels_built')}); "
-             f"torch.compile {facts.get('compile', 'see the rows')}; measured copy bandwidth {peak} GB/s; load "
+             f"torch.compile {facts.get('compile', 'see the rows')}; GLIBC_TUNABLES "
+             f"{facts.get('glibc_tunables') or '(unset: glibc defaults)'}; measured copy bandwidth {peak} GB/s; load "
              f"average {facts.get('load_average_at_start')} at the start, {facts.get('load_average_at_end')} at "
              "the end.", "",
              "| op | case | mode | cpu ms | x eager | x compile | GB/s cpu / eager / compile | >= 2x eager | >= compile |",

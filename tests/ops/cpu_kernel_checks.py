@@ -79,6 +79,13 @@ def check_df_affine(c: Checker):
                 beta = (0.3 * torch.randn(K, B, C, generator=g)).to(acc).requires_grad_()
                 _forward_backward(c, f"df_affine {dtype} {layout} {(B, C, H, W, K)}",
                                   lambda x, gm, bt: ops.df_affine(x, gm, bt, 0.2), [x, gamma, beta], dtype)
+    # channels_last inputs over 4 MiB take the untiled forward (one position at a time)
+    for dtype in (torch.float32, torch.float64):
+        x = _layout(torch.randn(2, 37, 120, 121, generator=g).to(dtype), "channels_last").requires_grad_()
+        gamma = (1 + 0.3 * torch.randn(2, 2, 37, generator=g)).to(dtype).requires_grad_()
+        beta = (0.3 * torch.randn(2, 2, 37, generator=g)).to(dtype).requires_grad_()
+        _forward_backward(c, f"df_affine {dtype} channels_last large", lambda x, gm, bt: ops.df_affine(x, gm, bt, 0.2),
+                          [x, gamma, beta], dtype)
 
 
 def check_bias_leaky_relu(c: Checker):
