@@ -24,6 +24,17 @@ def _fmt(v):
     return "n/a" if v is None else f"{v:.2f}x"
 
 
+def _tunables(facts) -> str:
+    """glibc's malloc settings of the run, per op where they differ (the step runs with glibc's defaults)."""
+    per_part = facts.get("glibc_tunables_per_part") or [("all", facts.get("glibc_tunables", ""))]
+    by_value: dict = {}
+    for op, value in per_part:
+        by_value.setdefault(value or "unset (glibc defaults)", []).append(op)
+    if len(by_value) == 1:
+        return f"GLIBC_TUNABLES {next(iter(by_value))}"
+    return "GLIBC_TUNABLES " + "; ".join(f"{v} for {', '.join(ops)}" for v, ops in by_value.items())
+
+
 def _gbps(rows, row, provider):
     """GB/s of ``provider`` in ``row``'s case (the ideal fused kernel's bytes over its time)."""
     for r in rows:
@@ -48,8 +59,7 @@ def table(path: str) -> tuple[str, int, int]:
              f"commit {record.get('commit')}, {record.get('date')} to {record.get('date_end', record.get('date'))} UTC. "
              f"ATen (eager, torch.compile) at {facts.get('aten_cpu_capability')}, fastt2i kernels at "
              f"{facts.get('fastt2i_cpu_capability')} (built: {facts.get('fastt2i_cpu_levels_built')}); "
-             f"torch.compile {facts.get('compile', 'see the rows')}; GLIBC_TUNABLES "
-             f"{facts.get('glibc_tunables') or '(unset: glibc defaults)'}; measured copy bandwidth {peak} GB/s; load "
+             f"torch.compile {facts.get('compile', 'see the rows')}; {_tunables(facts)}; measured copy bandwidth {peak} GB/s; load "
              f"average {facts.get('load_average_at_start')} at the start, {facts.get('load_average_at_end')} at "
              "the end.", "",
              "| op | case | mode | cpu ms | x eager | x compile | GB/s cpu / eager / compile | >= 2x eager | >= compile |",

@@ -19,6 +19,8 @@ def merge(out_base: str, parts: list[str]) -> None:
     facts["load_average_at_end"] = records[-1]["facts"].get("load_average_at_end")
     facts["load_averages_per_part"] = [(r["rows"][0]["op"] if r["rows"] else "?", r["facts"].get("load_average_at_start"),
                                         r["facts"].get("load_average_at_end")) for r in records]
+    facts["glibc_tunables_per_part"] = [(r["rows"][0]["op"] if r["rows"] else "?", r["facts"].get("glibc_tunables", ""))
+                                        for r in records]
     compile_status = sorted({r["facts"]["compile"] for r in records if "compile" in r["facts"]})
     if compile_status:
         facts["compile"] = "; ".join(compile_status)

@@ -83,3 +83,21 @@ def test_merge_keeps_every_row_and_the_load_of_each_part(tmp_path):
     assert [p[0] for p in merged["facts"]["load_averages_per_part"]] == ["df_affine", "bias_leaky_relu"]
     assert merged["facts"]["compile"] == "available"
     assert (tmp_path / "merged.md").read_text().startswith("# Benchmarks 2026-01-02T10:00:00")
+
+
+def test_allocator_settings_are_recorded_per_op(tmp_path):
+    parts = []
+    for i, (op, rows, tunables) in enumerate([("df_affine", ROWS[:3], "glibc.malloc.mmap_threshold=1"),
+                                               ("dfgan_step", ROWS[6:8], "")]):
+        record = _record("AVX2", f"2026-01-02T10:0{i}:00", rows)
+        record["facts"]["glibc_tunables"] = tunables
+        path = tmp_path / f"part{i}.json"
+        path.write_text(json.dumps(record))
+        parts.append(str(path))
+    merge_results.merge(str(tmp_path / "x86_64-avx2-2026-01-02"), parts)
+    merged = json.loads((tmp_path / "x86_64-avx2-2026-01-02.json").read_text())
+    assert merged["facts"]["glibc_tunables_per_part"] == [["df_affine", "glibc.malloc.mmap_threshold=1"],
+                                                          ["dfgan_step", ""]]
+    text = cpu_targets.table(str(tmp_path / "x86_64-avx2-2026-01-02.json"))[0]
+    assert ("GLIBC_TUNABLES glibc.malloc.mmap_threshold=1 for df_affine; unset (glibc defaults) for dfgan_step"
+            in text)
