@@ -72,6 +72,14 @@ inline int64_t chunk_length(int64_t B, int64_t S) {
   return len;
 }
 
+// The per-position loops' work split: tasks are (sample, chunk of len positions) pairs, grain tasks each.
+struct PositionChunks {
+  int64_t len, count, grain;  // positions per chunk, chunks per sample, tasks per parallel grain
+  PositionChunks(int64_t B, int64_t C, int64_t S)
+      : len(chunk_length(B, S)), count((S + len - 1) / len),
+        grain(std::max<int64_t>(1, kGrain / (len * std::max<int64_t>(C, 1)))) {}
+};
+
 inline int64_t buffer_length(int64_t len) { return (len + kChunkAlign - 1) / kChunkAlign * kChunkAlign; }
 
 // ---- forward
@@ -144,10 +152,9 @@ void forward_positions_nhwc(const scalar_t* l, const scalar_t* x, scalar_t* key,
                             int64_t C, int64_t S) {
   using IO = VecIO<scalar_t>;
   using Acc = Vectorized<acc_t>;
-  const int64_t len = chunk_length(B, S);
-  const int64_t chunks = (S + len - 1) / len;
-  const int64_t grain = std::max<int64_t>(1, kGrain / (len * std::max<int64_t>(C, 1)));
-  at::parallel_for(0, B * chunks, grain, [=](int64_t t0, int64_t t1) {
+  const PositionChunks split(B, C, S);
+  const int64_t len = split.len, chunks = split.count;
+  at::parallel_for(0, B * chunks, split.grain, [=](int64_t t0, int64_t t1) {
     std::vector<acc_t> buffer(buffer_length(len));
     acc_t* sig = buffer.data();
     Acc xv[IO::kAcc], k[IO::kAcc], r[IO::kAcc];
@@ -205,10 +212,9 @@ void backward_positions(const scalar_t* dk, const scalar_t* dn, const scalar_t* 
                         scalar_t* dx, int64_t B, int64_t C, int64_t S, bool channels_last) {
   using IO = VecIO<scalar_t>;
   using Acc = Vectorized<acc_t>;
-  const int64_t len = chunk_length(B, S);
-  const int64_t chunks = (S + len - 1) / len;
-  const int64_t grain = std::max<int64_t>(1, kGrain / (len * std::max<int64_t>(C, 1)));
-  at::parallel_for(0, B * chunks, grain, [=](int64_t t0, int64_t t1) {
+  const PositionChunks split(B, C, S);
+  const int64_t len = split.len, chunks = split.count;
+  at::parallel_for(0, B * chunks, split.grain, [=](int64_t t0, int64_t t1) {
     // the chunk's gates, then the sum over channels of (dk - dn) * x per position
     std::vector<acc_t> buffer(2 * buffer_length(len));
     acc_t* sig = buffer.data();
